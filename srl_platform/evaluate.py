@@ -1,0 +1,124 @@
+"""Evaluation of a base model or base + adapter on held-out traces.
+
+Two greedy passes over the same problems:
+- solve: the whole solution; accuracy = share whose final answer verifies (`outcome_reward`);
+- steps: every expert step instance; mean SRL step reward and format-violation rate under the
+  configured format policy (a violation scores -1 and is counted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from srl_platform import prompts
+from srl_platform.rewards import FormatPolicy, outcome_reward, split_action, srl_step_reward
+from srl_platform.steps import decompose
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation runs; defaults fit the embedded default on a 2-core CPU."""
+
+    format_policy: FormatPolicy = "none"
+    autojunk: bool = False
+    max_problems: int | None = 16
+    """Problems evaluated (None: all); their step instances are scored too, up to `max_step_instances`."""
+    max_step_instances: int | None = 32
+    solve_max_new_tokens: int = 192
+    step_max_new_tokens: int = 64
+    batch_size: int = 8
+
+
+def load_policy_model(base_model: str, adapter: str | None = None):
+    """Tokenizer and model (adapter merged in) ready for batched greedy generation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from srl_platform.models import resolve_base_model
+
+    base_dir = resolve_base_model(base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    return tokenizer, model
+
+
+def generate(tokenizer, model, prompt_texts: list[str], max_new_tokens: int,
+             batch_size: int) -> list[tuple[str, int]]:
+    """Greedy completions (text, token count) for already-rendered prompts."""
+    import torch
+
+    outputs = []
+    for start in range(0, len(prompt_texts), batch_size):
+        batch = prompt_texts[start : start + batch_size]
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        for row in out[:, enc["input_ids"].shape[1]:]:
+            ids = [t for t in row.tolist() if t != tokenizer.pad_token_id]
+            outputs.append((tokenizer.decode(ids, skip_special_tokens=True), len(ids)))
+    return outputs
+
+
+def evaluate(base_model: str, traces: list[dict], adapter: str | None = None,
+             settings: EvalSettings = EvalSettings(), samples_out: Path | None = None) -> dict:
+    """Run both passes and return the report (also the JSON `srl eval` writes)."""
+    started = time.time()
+    problems = traces[: settings.max_problems] if settings.max_problems else list(traces)
+    instances, quarantined, _ = decompose(problems)
+    if settings.max_step_instances:
+        instances = instances[: settings.max_step_instances]
+    tokenizer, model = load_policy_model(base_model, adapter)
+    policy = settings.format_policy
+
+    solve_prompts = [prompts.render(tokenizer, prompts.solve_messages(t["question"])) for t in problems]
+    solves = generate(tokenizer, model, solve_prompts, settings.solve_max_new_tokens,
+                      settings.batch_size)
+    correct = [outcome_reward(text, t["answer"]) for (text, _), t in zip(solves, problems)]
+
+    step_prompts = [prompts.render(tokenizer, prompts.srl_messages(i, policy), policy)
+                    for i in instances]
+    steps = generate(tokenizer, model, step_prompts, settings.step_max_new_tokens,
+                     settings.batch_size)
+    step_rewards = [srl_step_reward(text, i["target"], policy=policy, autojunk=settings.autojunk)
+                    for (text, _), i in zip(steps, instances)]
+    violations = sum(split_action(text, policy) is None for text, _ in steps)
+
+    if samples_out is not None:
+        samples_out.parent.mkdir(parents=True, exist_ok=True)
+        with open(samples_out, "w", encoding="utf-8") as fh:
+            for (text, _), t, ok in zip(solves, problems, correct):
+                fh.write(json.dumps({"pass": "solve", "id": t["id"], "completion": text,
+                                     "answer": t["answer"], "correct": ok}, ensure_ascii=False) + "\n")
+            for (text, _), i, r in zip(steps, instances, step_rewards):
+                fh.write(json.dumps({"pass": "step", "id": i["id"], "completion": text,
+                                     "target": i["target"], "reward": r}, ensure_ascii=False) + "\n")
+
+    def mean(values):
+        return sum(values) / len(values) if values else float("nan")
+
+    return {
+        "base_model": base_model,
+        "adapter": adapter,
+        "format_policy": policy,
+        "problems": len(problems),
+        "step_instances": len(instances),
+        "quarantined": len(quarantined),
+        "accuracy": mean(correct),
+        "correct": int(sum(correct)),
+        "mean_step_reward": mean(step_rewards),
+        "format_violation_rate": violations / len(instances) if instances else float("nan"),
+        "format_violations": violations,
+        "mean_solve_tokens": mean([n for _, n in solves]),
+        "mean_step_tokens": mean([n for _, n in steps]),
+        "wall_seconds": round(time.time() - started, 2),
+    }

@@ -1,0 +1,341 @@
+"""Training entrypoint: `python -m srl_platform.train` (also `srl train`).
+
+It follows the SageMaker training-container contract so the same command runs locally and in a
+SageMaker job unchanged:
+
+- data: `--data`, else the `SM_CHANNEL_TRAIN` channel directory;
+- final adapter: `--output-dir`, else `SM_MODEL_DIR`;
+- metrics and summary: `SM_OUTPUT_DATA_DIR` when set, else the output directory;
+- checkpoints: `--checkpoint-dir`, else `/opt/ml/checkpoints` (synced to S3 by SageMaker).
+
+Exit codes: 0 trained to `max_steps`; 2 bad input; `EXIT_PREEMPTED` (75) stopped by SIGTERM after
+saving a checkpoint, so the launcher should run the same command again to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from srl_platform.config import Stage, stage_config
+from srl_platform.reporting import open_reporter
+from srl_platform.tiers import TIER_NAMES, get_tier
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM; rerun the same command to resume
+DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
+
+
+class InputError(ValueError):
+    """Bad command-line or data input; the message names the record, field and value."""
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m srl_platform.train",
+        description="Train a LoRA adapter with SRL (step reward) or RLVR (verifiable outcome reward).",
+    )
+    parser.add_argument("--stage", choices=["srl", "rlvr"], required=True,
+                        help="srl: step-wise reward on expert steps; rlvr: final-answer reward")
+    parser.add_argument("--tier", choices=TIER_NAMES, default="gold",
+                        help="tier whose TierSpec sets LoRA size, budget and checkpoint interval")
+    parser.add_argument("--base-model", default=None,
+                        help="pulled model name (see `srl models list`) or a Hugging Face model "
+                             "directory; default: the tier's base model")
+    parser.add_argument("--data", default=os.environ.get("SM_CHANNEL_TRAIN"),
+                        help="JSONL/Parquet file or directory (default $SM_CHANNEL_TRAIN). srl: step "
+                             "instances from `srl data steps` or traces; rlvr: traces")
+    parser.add_argument("--split", default="train",
+                        help="keep only records of this split ('all' keeps every record)")
+    parser.add_argument("--output-dir", default=os.environ.get("SM_MODEL_DIR"),
+                        help="where the final adapter goes (default $SM_MODEL_DIR)")
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help=f"checkpoint directory (default {DEFAULT_CHECKPOINT_DIR}); a run resumes "
+                             "from its newest complete checkpoint")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="optimizer steps of the whole run (default: the tier's budget)")
+    parser.add_argument("--prompts-per-step", type=int, default=None,
+                        help="distinct prompts per optimizer step (default: the tier's budget)")
+    parser.add_argument("--init-from", default=None,
+                        help="adapter directory to continue from (SRL→RLVR: the SRL output)")
+    parser.add_argument("--checkpoint-interval-minutes", type=float, default=None,
+                        help="wall-clock minutes between checkpoints (default: the tier's, 30)")
+    group = parser.add_argument_group("method (defaults: SRLConfig / RLVRConfig)")
+    group.add_argument("--num-generations", type=int, default=None)
+    group.add_argument("--max-completion-length", type=int, default=None)
+    group.add_argument("--learning-rate", type=float, default=None)
+    group.add_argument("--lr-scheduler-type", default=None)
+    group.add_argument("--temperature", type=float, default=None)
+    group.add_argument("--epsilon", type=float, default=None,
+                       help="drop groups whose reward std is <= epsilon (dynamic sampling)")
+    group.add_argument("--max-refill-rounds", type=int, default=None)
+    group.add_argument("--format-policy", choices=["strict", "prefill", "none"], default=None,
+                       help="srl only: how the <think> format rule is enforced")
+    group.add_argument("--seed", type=int, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so `--help` answers at once and a bad argument fails before torch loads.
+    from srl_platform.trainer import StopRequest
+
+    stop = StopRequest()
+    stop.install()  # as early as possible: a spot reclaim can come during model loading
+    stage: Stage = args.stage
+    tier = get_tier(args.tier)
+    method_fields = ("num_generations", "max_completion_length", "learning_rate", "lr_scheduler_type",
+                     "temperature", "epsilon", "max_refill_rounds", "seed")
+    overrides = {name: getattr(args, name) for name in method_fields}
+    if stage == "srl":
+        overrides["format_policy"] = args.format_policy
+    elif args.format_policy is not None:
+        raise InputError("--format-policy applies to --stage srl only")
+    config = stage_config(stage, **overrides)
+    budget = tier.srl_budget if stage == "srl" else tier.rlvr_budget
+    max_steps = args.max_steps or budget.max_steps
+    prompts_per_step = args.prompts_per_step or budget.prompts_per_step
+    if not args.data:
+        raise InputError("no training data: pass --data or set SM_CHANNEL_TRAIN")
+    if not args.output_dir:
+        raise InputError("no output directory: pass --output-dir or set SM_MODEL_DIR")
+    output_dir = Path(args.output_dir)
+    checkpoint_dir = Path(args.checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
+    metrics_dir = Path(os.environ.get("SM_OUTPUT_DATA_DIR") or output_dir)
+    interval = args.checkpoint_interval_minutes
+    if interval is None:
+        interval = tier.checkpoint_interval_minutes
+
+    from srl_platform.models import ModelNotFoundError, resolve_base_model
+
+    try:
+        base_dir = resolve_base_model(args.base_model or os.environ.get("SM_CHANNEL_BASE_MODEL")
+                                      or tier.base_model)
+    except ModelNotFoundError as exc:
+        raise InputError(str(exc)) from None
+
+    data_path = _data_file(Path(args.data))
+    records = _load_training_records(stage, data_path, args.split, config)
+    data_sha256 = hashlib.sha256(data_path.read_bytes()).hexdigest()
+    plan = {
+        "stage": stage,
+        "tier": tier.name,
+        "base_model": str(base_dir),
+        "init_from": args.init_from,
+        "data_sha256": data_sha256,
+        "max_steps": max_steps,
+        "prompts_per_step": prompts_per_step,
+        "config": config.as_dict(),
+    }
+
+    with open_reporter() as report:
+        return _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_dir,
+                      metrics_dir, interval, stop, report, args.init_from)
+
+
+def _data_file(path: Path) -> Path:
+    """A file, or the single JSONL/Parquet file inside a channel directory."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet"))
+        if len(found) == 1:
+            return found[0]
+        raise InputError(f"--data {path}: expected exactly one .jsonl or .parquet file, found "
+                         f"{[p.name for p in found] or 'none'}")
+    raise InputError(f"--data {path}: no such file or directory")
+
+
+def _load_training_records(stage: Stage, path: Path, split: str, config) -> list[dict]:
+    from srl_platform.steps import decompose
+    from srl_platform.traces import read_records
+
+    records = read_records(path)
+    if split != "all":
+        records = [r for r in records if r.get("split", split) == split]
+    if not records:
+        raise InputError(f"{path}: no records with split={split!r}")
+    is_instances = "target" in records[0]
+    if stage == "srl" and not is_instances:
+        records, quarantined, stats = decompose(records, include_next_title=config.include_next_title)
+        print(f"decomposed {stats.trajectories} trajectories into {stats.instances} step instances "
+              f"({stats.quarantined} quarantined)", flush=True)
+    if stage == "rlvr" and is_instances:
+        raise InputError(f"{path}: RLVR trains on traces (question, answer); record 0 is an SRL step "
+                         "instance (has field 'target'): pass the traces file instead")
+    required = ("question", "target") if stage == "srl" else ("question", "answer")
+    for index, record in enumerate(records):
+        for name in required:
+            if not isinstance(record.get(name), str) or not record[name].strip():
+                ident = record.get("id", index)
+                raise InputError(f"{path}: record {ident!r} field {name!r} is "
+                                 f"{record.get(name)!r}; expected non-empty text")
+    return records
+
+
+def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_dir, metrics_dir,
+           interval, stop, report, init_from) -> int:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from trl import GRPOConfig
+
+    from srl_platform import prompts
+    from srl_platform.rewards import make_outcome_reward_func, make_srl_reward_func
+    from srl_platform.trainer import (
+        STAGING_DIR, CheckpointPolicy, MetricsRecorder, SRLGRPOTrainer, latest_checkpoint)
+
+    started = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer.padding_side = "left"
+    policy = config.format_policy if stage == "srl" else "none"
+    if stage == "srl":
+        rows = [{"prompt": prompts.render(tokenizer, prompts.srl_messages(r, policy), policy),
+                 "target": r["target"]} for r in records]
+        reward_funcs = [make_srl_reward_func(policy=policy, autojunk=config.autojunk)]
+    else:
+        rows = [{"prompt": prompts.render(tokenizer, prompts.solve_messages(r["question"])),
+                 "answer": r["answer"]} for r in records]
+        reward_funcs = [make_outcome_reward_func()]
+    dataset = Dataset.from_list(rows)
+
+    resume = latest_checkpoint(checkpoint_dir)
+    if resume is not None:
+        saved_plan = json.loads((resume / "srl_state.json").read_text())["run_plan"]
+        changed = {k: (saved_plan.get(k), v) for k, v in plan.items() if saved_plan.get(k) != v}
+        if changed:
+            details = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in changed.items())
+            raise InputError(
+                f"checkpoint {resume} was planned differently ({details}). A resume must continue "
+                "the same plan (its LR schedule spans the planned max_steps); rerun with the "
+                "original settings or use a new --checkpoint-dir")
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft_config = None
+    if init_from:
+        model = PeftModel.from_pretrained(model, init_from, is_trainable=True)
+    else:
+        lora = tier.lora
+        peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+    on_gpu = torch.cuda.is_available()
+    grpo_args = GRPOConfig(
+        output_dir=str(checkpoint_dir / STAGING_DIR),
+        per_device_train_batch_size=plan["prompts_per_step"] * config.num_generations,
+        gradient_accumulation_steps=1,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_steps,
+        max_steps=plan["max_steps"],
+        scale_rewards="group",
+        logging_steps=1,
+        save_strategy="no",  # CheckpointPolicy decides when; SRLGRPOTrainer saves atomically
+        report_to="none",
+        disable_tqdm=True,
+        seed=config.seed,
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+    )
+    metrics_path = metrics_dir / "metrics.jsonl"
+    if resume is None:
+        metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve; a resume appends
+    trainer = SRLGRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=grpo_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[CheckpointPolicy(interval, stop),
+                   MetricsRecorder(metrics_path, forward=_progress_printer(plan["max_steps"], report))],
+        epsilon=config.epsilon,
+        max_refill_rounds=config.max_refill_rounds,
+        checkpoint_root=checkpoint_dir,
+        run_plan=plan,
+    )
+    trainer.remove_callback(PrinterCallback)  # replaced by the one-line progress printer
+    if resume is not None:
+        trainer.restore_extra_state(resume)
+        print(f"resuming from {resume} (step {resume.name.split('-')[-1]} of {plan['max_steps']})",
+              flush=True)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    if stop.requested and trainer.state.global_step < plan["max_steps"]:
+        print(f"SIGTERM: checkpoint saved at step {trainer.state.global_step}; exiting with "
+              f"{EXIT_PREEMPTED} so the launcher resumes", flush=True)
+        report.log(f"preempted at step {trainer.state.global_step}")
+        return EXIT_PREEMPTED
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(output_dir)  # adapter_model.safetensors + adapter_config.json
+    tokenizer.save_pretrained(output_dir)
+    summary = _summary(plan, trainer, metrics_path, resume, time.time() - started, tier)
+    summary_json = json.dumps(summary, indent=2) + "\n"
+    (output_dir / "training_summary.json").write_text(summary_json)
+    if metrics_dir != output_dir:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        (metrics_dir / "training_summary.json").write_text(summary_json)
+    report.summary(summary)
+    print(f"adapter saved to {output_dir} ({summary['global_step']} steps, "
+          f"mean reward first/last {summary['reward_first']:.3f}/{summary['reward_last']:.3f}, "
+          f"dynamic-sampling drop rate {summary['drop_rate']:.2f})", flush=True)
+    return 0
+
+
+def _progress_printer(max_steps: int, report):
+    def forward(row: dict) -> None:
+        report.metrics(row)
+        shown = {k: row[k] for k in ("reward", "reward_std", "dynamic_sampling/drop_rate",
+                                     "learning_rate", "loss", "step_time") if k in row}
+        if not shown:  # the trainer's closing row (runtime totals) is in the metrics file only
+            return
+        text = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in shown.items())
+        print(f"step {row['step']}/{max_steps} {text}", flush=True)
+    return forward
+
+
+def _summary(plan, trainer, metrics_path: Path, resumed_from, wall_seconds, tier) -> dict:
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()] \
+        if metrics_path.is_file() else []
+    rewards = [(r["step"], r["reward"]) for r in rows if "reward" in r]
+    return {
+        "stage": plan["stage"],
+        "tier": tier.name,
+        "base_model": plan["base_model"],
+        "init_from": plan["init_from"],
+        "data_sha256": plan["data_sha256"],
+        "global_step": trainer.state.global_step,
+        "max_steps": plan["max_steps"],
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "wall_seconds": round(wall_seconds, 2),
+        "reward_curve": rewards,
+        "reward_first": rewards[0][1] if rewards else float("nan"),
+        "reward_last": rewards[-1][1] if rewards else float("nan"),
+        "drop_rate": trainer.sampling.drop_rate,
+        "sampling": asdict(trainer.sampling),
+        "config": plan["config"],
+        "lora": asdict(tier.lora),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
