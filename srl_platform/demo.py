@@ -48,6 +48,7 @@ def run_demo(workdir: Path, tier: str = "gold", n_traces: int = 300, seed: int =
     settings = EvalSettings()
     print("\nevaluating the base model ...", flush=True)
     before = evaluate(DEFAULT_BASE_MODEL, test_traces, settings=settings)
+    print(_one_line("base", before), flush=True)
 
     srl_out, rlvr_out = workdir / "srl_adapter", workdir / "rlvr_adapter"
     _train("srl", tier, workdir / "steps.jsonl", srl_out, workdir / "checkpoints" / "srl")
@@ -56,12 +57,19 @@ def run_demo(workdir: Path, tier: str = "gold", n_traces: int = 300, seed: int =
 
     print("\nevaluating SRL and SRL→RLVR adapters ...", flush=True)
     after_srl = evaluate(DEFAULT_BASE_MODEL, test_traces, adapter=str(srl_out), settings=settings)
+    print(_one_line("srl", after_srl), flush=True)
     after = evaluate(DEFAULT_BASE_MODEL, test_traces, adapter=str(rlvr_out), settings=settings)
+    print(_one_line("srl_rlvr", after), flush=True)
     reports = {"base": before, "srl": after_srl, "srl_rlvr": after}
     (workdir / "results.json").write_text(json.dumps(reports, indent=2) + "\n")
     print("\n" + results_table(reports))
     print(f"\nfiles: {workdir}")
     return 0
+
+
+def _one_line(name: str, report: dict) -> str:
+    return (f"{name}: accuracy {report['accuracy']:.3f}, mean step reward "
+            f"{report['mean_step_reward']:.3f} ({report['wall_seconds']:.0f} s)")
 
 
 def results_table(reports: dict[str, dict]) -> str:

@@ -56,9 +56,9 @@ class TierSpec:
     checkpoint_interval_minutes: float = 30.0
     """Wall-clock minutes between checkpoints (plus one on SIGTERM and one at the end)."""
     lora: LoRASpec = field(default_factory=LoRASpec)
-    srl_budget: Budget = field(default_factory=lambda: Budget(max_steps=8, prompts_per_step=2))
+    srl_budget: Budget = field(default_factory=lambda: Budget(max_steps=8, prompts_per_step=1))
     """Embedded-default budget of the SRL stage."""
-    rlvr_budget: Budget = field(default_factory=lambda: Budget(max_steps=4, prompts_per_step=2))
+    rlvr_budget: Budget = field(default_factory=lambda: Budget(max_steps=4, prompts_per_step=1))
     """Embedded-default budget of the RLVR stage."""
 
     def __post_init__(self) -> None:
@@ -86,8 +86,8 @@ TIERS: dict[TierName, TierSpec] = {
         max_wait_seconds=96 * 3600,
         distribution="torchrun",
         lora=LoRASpec(r=32, alpha=64),
-        srl_budget=Budget(max_steps=12, prompts_per_step=2),
-        rlvr_budget=Budget(max_steps=6, prompts_per_step=2),
+        srl_budget=Budget(max_steps=12, prompts_per_step=1),
+        rlvr_budget=Budget(max_steps=6, prompts_per_step=1),
     ),
     "silver": TierSpec(
         name="silver",
@@ -100,8 +100,8 @@ TIERS: dict[TierName, TierSpec] = {
         max_wait_seconds=36 * 3600,
         distribution="none",
         lora=LoRASpec(r=16, alpha=32),
-        srl_budget=Budget(max_steps=8, prompts_per_step=2),
-        rlvr_budget=Budget(max_steps=4, prompts_per_step=2),
+        srl_budget=Budget(max_steps=8, prompts_per_step=1),
+        rlvr_budget=Budget(max_steps=4, prompts_per_step=1),
     ),
     "gold": TierSpec(
         name="gold",
@@ -114,8 +114,8 @@ TIERS: dict[TierName, TierSpec] = {
         max_wait_seconds=24 * 3600,
         distribution="none",
         lora=LoRASpec(r=8, alpha=16),
-        srl_budget=Budget(max_steps=6, prompts_per_step=2),
-        rlvr_budget=Budget(max_steps=3, prompts_per_step=2),
+        srl_budget=Budget(max_steps=6, prompts_per_step=1),
+        rlvr_budget=Budget(max_steps=3, prompts_per_step=1),
     ),
 }
 

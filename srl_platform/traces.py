@@ -88,6 +88,11 @@ def _rows(path: str | Path) -> Iterator[tuple[int, object, str | None]]:
                 yield number, line.rstrip("\n"), reason
 
 
+def first_record(path: str | Path) -> dict | None:
+    """The first row that is a JSON object (to tell what a file holds), or None."""
+    return next((row for _, row, error in _rows(path) if not error and isinstance(row, dict)), None)
+
+
 def read_records(path: str | Path) -> list[dict]:
     """All records of a local `.jsonl` or `.parquet` file; a line that is not JSON is an error."""
     records = []

@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
 
     data_path = _data_file(Path(args.data))
-    records = _load_training_records(stage, data_path, args.split, config)
+    records = _load_training_records(stage, data_path, args.split, config,
+                                     metrics_dir / "train.quarantine.jsonl")
     data_sha256 = hashlib.sha256(data_path.read_bytes()).hexdigest()
     plan = {
         "stage": stage,
@@ -159,23 +160,41 @@ def _data_file(path: Path) -> Path:
     raise InputError(f"--data {path}: no such file or directory")
 
 
-def _load_training_records(stage: Stage, path: Path, split: str, config) -> list[dict]:
+def _load_training_records(stage: Stage, path: Path, split: str, config,
+                           quarantine_path: Path) -> list[dict]:
+    """Step instances (SRL) or traces, validated. Traces may be canonical, GSM8K or s1K files;
+    rows that fail validation or step parsing go to `quarantine_path` with the reason."""
     from srl_platform.steps import decompose
-    from srl_platform.traces import read_records
+    from srl_platform.traces import first_record, load_traces, read_records, write_jsonl
 
-    records = read_records(path)
-    if split != "all":
-        records = [r for r in records if r.get("split", split) == split]
-    if not records:
-        raise InputError(f"{path}: no records with split={split!r}")
-    is_instances = "target" in records[0]
-    if stage == "srl" and not is_instances:
-        records, quarantined, stats = decompose(records, include_next_title=config.include_next_title)
-        print(f"decomposed {stats.trajectories} trajectories into {stats.instances} step instances "
-              f"({stats.quarantined} quarantined)", flush=True)
+    first = first_record(path)
+    is_instances = first is not None and "target" in first
     if stage == "rlvr" and is_instances:
         raise InputError(f"{path}: RLVR trains on traces (question, answer); record 0 is an SRL step "
                          "instance (has field 'target'): pass the traces file instead")
+    quarantined: list[dict] = []
+    if is_instances:
+        try:
+            records = read_records(path)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    else:
+        try:
+            records, quarantined = load_traces(path)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    if split != "all":
+        records = [r for r in records if r.get("split", split) == split]
+    if stage == "srl" and not is_instances:
+        records, rejected, stats = decompose(records, include_next_title=config.include_next_title)
+        quarantined += rejected
+        print(f"decomposed {stats.trajectories} trajectories into {stats.instances} step instances "
+              f"({stats.quarantined} quarantined)", flush=True)
+    if quarantined:
+        write_jsonl(quarantined, quarantine_path)
+        print(f"{len(quarantined)} rejected rows with reasons in {quarantine_path}", flush=True)
+    if not records:
+        raise InputError(f"{path}: no usable records with split={split!r}")
     required = ("question", "target") if stage == "srl" else ("question", "answer")
     for index, record in enumerate(records):
         for name in required:
@@ -254,6 +273,8 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
         seed=config.seed,
         bf16=on_gpu,
         use_cpu=not on_gpu,
+        # Recomputing activations saves GPU memory; on CPU with a small model it only costs time.
+        gradient_checkpointing=on_gpu,
     )
     metrics_path = metrics_dir / "metrics.jsonl"
     if resume is None:

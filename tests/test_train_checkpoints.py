@@ -147,3 +147,16 @@ def test_no_data_is_a_clear_error(tmp_path):
                             capture_output=True, text=True, env=env, cwd=REPO)
     assert result.returncode == 2
     assert "SM_CHANNEL_TRAIN" in result.stderr
+
+
+def test_rlvr_reads_gsm8k_directly_and_quarantines_bad_rows(tiny_model_dir, tmp_path):
+    fixture = REPO / "tests" / "fixtures" / "gsm8k_sample.jsonl"
+    out = tmp_path / "out"
+    result = run_train("--stage", "rlvr", "--base-model", str(tiny_model_dir), "--data",
+                       str(fixture), "--output-dir", str(out), "--checkpoint-dir",
+                       str(tmp_path / "ckpt"), "--max-steps", "1", *FAST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    quarantine = [json.loads(line) for line in (out / "train.quarantine.jsonl").read_text().splitlines()]
+    assert len(quarantine) == 5
+    assert all(row["reason"] and row["field"] for row in quarantine)
+    assert "5 rejected rows" in result.stdout
