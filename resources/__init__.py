@@ -1,0 +1,1 @@
+"""Dagster resources wrapping the core's clients; local and AWS variants behind one interface."""
