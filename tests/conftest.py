@@ -7,15 +7,9 @@ checkpoint, SIGTERM and resume tests stay fast. Tests marked `slow` train the re
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -52,17 +46,3 @@ def arithmetic_traces(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "traces.jsonl"
     write_jsonl(generate_traces(60, seed=0), path)
     return path
-
-
-def train_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "srl_platform.train", *args]
-
-
-def run_train(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(train_command(*args), capture_output=True, text=True, env=full_env,
-                          timeout=timeout, cwd=REPO)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -60,3 +60,14 @@ def test_models_cli_list_and_unknown_pull(tmp_path, monkeypatch, capsys):
     assert "smollm2-135m-instruct" in capsys.readouterr().out
     assert srl(["models", "pull", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_fingerprint_follows_the_files_not_the_name(base_model_dir, tiny_model_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    assert models.fingerprint(str(copy)) == models.fingerprint(str(tiny_model_dir))
+    # A pulled model is identified from its manifest's checksums, whatever name reaches it.
+    assert models.fingerprint(str(base_model_dir)) == models.fingerprint(models.DEFAULT_BASE_MODEL)
+
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace("32", "33", 1))
+    assert models.fingerprint(str(copy)) != models.fingerprint(str(tiny_model_dir))

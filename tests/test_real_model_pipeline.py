@@ -10,7 +10,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO, read_metrics
+from support import REPO, read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, read_metrics, run_train, train_command
+from support import REPO, read_metrics, run_train, train_command
 from srl_platform.train import EXIT_PREEMPTED
 from srl_platform.trainer import STAGING_DIR, STATE_FILE, complete_checkpoints, latest_checkpoint
 
@@ -99,7 +99,10 @@ def test_default_interval_saves_only_at_the_end(tiny_model_dir, arithmetic_trace
                              "--max-steps", "3"))
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stdout
-    assert "step 1/3" not in again.stdout
+    assert "nothing to train" in again.stdout
+    assert "step 1/3" not in again.stdout and "step 4/3" not in again.stdout
+    assert [r["step"] for r in read_metrics(tmp_path / "out" / "metrics.jsonl") if "loss" in r] \
+        == [1, 2, 3]
 
 
 def test_resume_with_a_different_plan_is_refused(tiny_model_dir, arithmetic_traces, tmp_path):
