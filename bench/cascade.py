@@ -18,9 +18,7 @@ embedded budget and the default evaluation (the real `make demo`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,6 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
+from common import append_json, machine
 
 REPO = Path(__file__).resolve().parents[1]
 WORK_ASSETS = ("srl_checkpoint", "rlvr_checkpoint", "tier_eval")
@@ -43,13 +42,6 @@ SCALES = {
     }},
     "full": {},
 }
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def step_durations(home: Path) -> tuple[float, dict[str, float]]:
@@ -103,13 +95,13 @@ def main() -> int:
     work = sum(seconds for step, seconds in steps.items() if step in WORK_ASSETS)
     orchestration = run_wall - work
     result = {
-        "benchmark": "cascade", "scale": args.scale, "cores": os.cpu_count(), "cpu": cpu_model(),
+        "bench": "cascade", "scale": args.scale, **machine(),
         "command_wall_s": round(command_wall, 1), "run_wall_s": round(run_wall, 1),
         "work_s": round(work, 1), "orchestration_s": round(orchestration, 1),
         "orchestration_share": round(orchestration / run_wall, 3),
         "steps_s": {k: round(v, 1) for k, v in sorted(steps.items())},
     }
-    print(f"machine: {result['cores']} cores, {result['cpu']}; scale {args.scale}\n")
+    print(f"machine: {result['cpu_count']} cores, {result['cpu_model']}; scale {args.scale}\n")
     print("| measure | seconds | share of run |\n|---|---|---|")
     print(f"| `make demo` command (CLI start to exit) | {command_wall:.1f} | |")
     print(f"| run (RUN_START to RUN_SUCCESS) | {run_wall:.1f} | 100% |")
@@ -118,10 +110,7 @@ def main() -> int:
     print(f"| training + evaluation steps | {work:.1f} | {work / run_wall:.0%} |")
     print(f"| orchestration (run - training - evaluation) | {orchestration:.1f} | "
           f"{orchestration / run_wall:.0%} |")
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json_out, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(result) + "\n")
+    append_json(args.json_out, result)
     shutil.rmtree(root, ignore_errors=True)
     return 0
 

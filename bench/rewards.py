@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
-import os
 import platform
 import random
 import statistics
@@ -26,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import rapidfuzz
+from common import append_json, machine
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Indel
 
@@ -205,15 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.perf_counter() - started, 2),
         "python": platform.python_version(),
         "rapidfuzz": rapidfuzz.__version__,
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
+        **machine(),
         "results": rows,
     }
     print(f"\n{args.scale} run took {record['wall_s']} s")
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        with args.json_out.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(record) + "\n")
+    append_json(args.json_out, record)
     return 0
 
 

@@ -52,6 +52,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common import append_json, machine
+
 from srl_platform.config import stage_config
 from srl_platform.tiers import get_tier
 
@@ -309,18 +311,6 @@ def run(scale: str, seed: int, workroot: Path, threads: int | None = None) -> tu
     return spec, rows
 
 
-def machine() -> dict:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu_model": model, "cpu_count": os.cpu_count(), "machine": platform.machine(),
-            "loadavg_1m": round(os.getloadavg()[0], 2)}
-
-
 def markdown(rows: list[dict]) -> str:
     header = ("| configuration | median s/step | ratio vs plain TRL | steps timed "
               "| TRL step_time median s | refill rounds | groups dropped / seen "
@@ -396,10 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
     }
     print(f"\n{args.scale} run took {record['wall_s']} s")
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        with args.json_out.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(record) + "\n")
+    append_json(args.json_out, record)
     return 0
 
 

@@ -152,10 +152,10 @@ class LocalTrainingBackend(TrainingBackend):
             "log_tail": MetadataValue.md(f"```\n{tail}\n```"),
         }
         if returncode == EXIT_PREEMPTED:
-            from srl_platform.trainer import latest_checkpoint
+            from srl_platform.trainer import checkpoint_step, latest_checkpoint
 
             saved = latest_checkpoint(checkpoints)
-            where = (f"at step {saved.name.rsplit('-', 1)[-1]}: its checkpoint was saved at {saved}. "
+            where = (f"at step {checkpoint_step(saved)}: its checkpoint was saved at {saved}. "
                      "Re-run this partition with the same inputs and config to resume from that "
                      "checkpoint; no completed optimizer step is lost." if saved else
                      f"before its first checkpoint (none under {checkpoints}): a re-run starts over.")

@@ -46,13 +46,17 @@ class LocalArtifactStore:
     def uri(self, key: str) -> str:
         return self.path(key).as_uri()
 
-    def put_bytes(self, key: str, data: bytes) -> str:
+    def _replace(self, key: str, write) -> str:
+        """Write through a temp file renamed into place: readers never see a partial object."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
+        write(tmp)
         os.replace(tmp, target)
         return self.uri(key)
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        return self._replace(key, lambda tmp: tmp.write_bytes(data))
 
     def get_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
@@ -61,12 +65,7 @@ class LocalArtifactStore:
         return self.path(key).is_file()
 
     def put_file(self, key: str, path: Path) -> str:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
-        return self.uri(key)
+        return self._replace(key, lambda tmp: shutil.copyfile(path, tmp))
 
     def get_file(self, key: str, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

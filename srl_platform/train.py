@@ -221,7 +221,8 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     from srl_platform import prompts
     from srl_platform.rewards import make_outcome_reward_func, make_srl_reward_func
     from srl_platform.trainer import (
-        STAGING_DIR, CheckpointPolicy, MetricsRecorder, SRLGRPOTrainer, latest_checkpoint)
+        STAGING_DIR, CheckpointPolicy, MetricsRecorder, SRLGRPOTrainer, checkpoint_step,
+        latest_checkpoint)
 
     started = time.time()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -251,7 +252,7 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     # A checkpoint at max_steps is a finished run: Hugging Face's Trainer, resumed there, would
     # still train one more step (at lr 0) before it checks the step count, so it is not resumed:
     # its adapter and state are loaded and saved again as they are.
-    finished = resume is not None and _checkpoint_step(resume) >= plan["max_steps"]
+    finished = resume is not None and checkpoint_step(resume) >= plan["max_steps"]
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     peft_config = None
     if finished:
@@ -307,7 +308,7 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     trainer.remove_callback(PrinterCallback)  # replaced by the one-line progress printer
     if resume is not None:
         trainer.restore_extra_state(resume)
-        print(f"resuming from {resume} (step {_checkpoint_step(resume)} of {plan['max_steps']})",
+        print(f"resuming from {resume} (step {checkpoint_step(resume)} of {plan['max_steps']})",
               flush=True)
     if finished:
         trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
@@ -336,10 +337,6 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
           f"mean reward first/last {summary['reward_first']:.3f}/{summary['reward_last']:.3f}, "
           f"dynamic-sampling drop rate {summary['drop_rate']:.2f})", flush=True)
     return 0
-
-
-def _checkpoint_step(checkpoint: Path) -> int:
-    return int(checkpoint.name.rsplit("-", 1)[-1])
 
 
 def _progress_printer(max_steps: int, report):

@@ -45,6 +45,11 @@ _RIGHT_PADDED = {
 }
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step a `checkpoint-N` directory holds."""
+    return int(checkpoint.name[len(CHECKPOINT_PREFIX):])
+
+
 def complete_checkpoints(root: Path) -> list[Path]:
     """Complete checkpoints under `root`, oldest first (staging leftovers are never listed)."""
     if not root.is_dir():
@@ -53,7 +58,7 @@ def complete_checkpoints(root: Path) -> list[Path]:
         p for p in root.iterdir()
         if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and (p / STATE_FILE).is_file()
     ]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    return sorted(found, key=checkpoint_step)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
