@@ -18,15 +18,19 @@ def test_group_std_is_exact_for_identical_rewards():
 
 
 def test_drops_exactly_groups_at_or_below_epsilon():
-    eps = 0.1
+    eps = 0.25  # binary fractions below: every std is exact, so the boundary case is truly at eps
     rewards = [
         0.5, 0.5, 0.5, 0.5,  # std 0: dropped
-        0.4, 0.6, 0.4, 0.6,  # std exactly 0.1: at epsilon, dropped
-        0.3, 0.7, 0.3, 0.7,  # std 0.2: kept
+        0.25, 0.75, 0.25, 0.75,  # std exactly 0.25: at epsilon, dropped
+        0.0, 1.0, 0.0, 1.0,  # std 0.5: kept
         -1.0, -1.0, -1.0, -1.0,  # all format violations: dropped
-        0.0, 0.0, 0.0, 0.25,  # std ~0.108: kept
+        0.0, 0.0, 0.0, 1.0,  # std ~0.433: kept
+        0.125, 0.625, 0.125, 0.625,  # std exactly 0.25 again: dropped
     ]
-    assert groups_with_signal(rewards, 4, eps) == [False, False, True, False, True]
+    assert group_std([0.25, 0.75, 0.25, 0.75]) == eps
+    assert groups_with_signal(rewards, 4, eps) == [False, False, True, False, True, False]
+    # A hair above epsilon is kept.
+    assert groups_with_signal([0.25, 0.75 + 1e-9, 0.25, 0.75], 4, eps) == [True]
 
 
 def test_epsilon_zero_keeps_any_spread_and_drops_all_equal():
