@@ -61,6 +61,9 @@ SRL_STEPS_QUARANTINE_KEY = "datasets/srl_steps.quarantine.jsonl"
 RLVR_PROBLEMS_KEY = "datasets/rlvr_problems.parquet"
 RLVR_FIELDS = ("id", "question", "answer", "split", "meta")
 
+OWNERS = ["team:ml-platform"]
+"""Who answers for every asset of the graph (shown in the UI)."""
+
 VALID_FRACTION_FLOOR = 0.9
 """Default floor of the `valid_fraction_above_floor` gate (override per run in its config)."""
 
@@ -69,7 +72,7 @@ VALID_FRACTION_FLOOR = 0.9
 _DATA_ASSET = {
     "group_name": "data",
     "kinds": {"python", "parquet"},
-    "owners": ["team:ml-platform"],
+    "owners": OWNERS,
     "retry_policy": storage_retry_policy,
     "code_version": "1",
 }

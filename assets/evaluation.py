@@ -25,10 +25,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.data import VALIDATED_TRACES_KEY
+from assets.data import OWNERS, VALIDATED_TRACES_KEY
 from assets.partitions import tier_partitions
 from assets.retries import storage_retry_policy
-from assets.training import ADAPTER_WEIGHTS, OWNERS, adapter_key
+from assets.training import ADAPTER_WEIGHTS, adapter_key
 from resources.storage import ArtifactStore
 from srl_platform.evaluate import EvalSettings, evaluate
 from srl_platform.models import fingerprint

@@ -22,18 +22,22 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.data import RLVR_PROBLEMS_KEY, SRL_STEPS_KEY
+from assets.data import OWNERS, RLVR_PROBLEMS_KEY, SRL_STEPS_KEY
 from assets.partitions import tier_partitions
 from assets.retries import storage_retry_policy
 from resources.storage import ArtifactStore
-from resources.training import TrainingBackend, TrainingOutcome, TrainingRequest, training_job_name
+from resources.training import (
+    TrainingBackend,
+    TrainingOutcome,
+    TrainingRequest,
+    training_job_name,
+)
 from srl_platform.config import Stage, stage_config
 from srl_platform.storage import ArtifactStoreClient, content_hash, get_dir, put_dir
 from srl_platform.tiers import get_tier
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINING_CODE_VERSION = "1"
-OWNERS = ["team:ml-platform"]
 CURVE_ROWS = 12  # reward-curve table rows shown in the UI (the whole curve is in metrics.jsonl)
 
 
