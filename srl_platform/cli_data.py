@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from srl_platform.steps import decompose
-from srl_platform.tasks import FAMILIES, generate
+from srl_platform.tasks import GENERATED, generate
 from srl_platform.traces import (
     SPLITS,
     TRACE_FORMATS,
@@ -32,7 +32,7 @@ def add_data_commands(subparsers) -> None:
     gen.add_argument("--n", type=int, default=500, help="number of distinct problems")
     gen.add_argument("--seed", type=int, default=0, help="same (n, seed) gives the same file")
     gen.add_argument("--out", required=True, help="traces file (.jsonl or .parquet)")
-    gen.add_argument("--family", choices=sorted(FAMILIES), default="arithmetic")
+    gen.add_argument("--family", choices=GENERATED, default="arithmetic")
     gen.set_defaults(handler=_cmd_generate)
 
     imp = actions.add_parser("import", help="convert GSM8K / s1K-1.1 rows into canonical traces")

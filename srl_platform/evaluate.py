@@ -125,4 +125,6 @@ def evaluate(base_model: str, traces: list[dict], adapter: str | None = None,
         "mean_solve_tokens": mean([n for _, n in solves]),
         "mean_step_tokens": mean([n for _, n in steps]),
         "wall_seconds": round(time.time() - started, 2),
+        # Per problem, so a weakness profile can say which kinds of problem were missed.
+        "results": [{"id": t["id"], "correct": bool(ok)} for t, ok in zip(problems, correct)],
     }

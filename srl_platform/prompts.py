@@ -46,10 +46,21 @@ def srl_messages(instance: dict, policy: FormatPolicy) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def solve_messages(question: str) -> list[dict]:
-    """Chat messages asking for a whole solution (RLVR rollouts and accuracy evaluation)."""
+def _worked_example(example: dict | None) -> list[dict]:
+    # One solved problem as an earlier turn: small models copy a format they see far more reliably
+    # than one they are told about.
+    if example is None:
+        return []
+    return [{"role": "user", "content": example["question"]},
+            {"role": "assistant", "content": example["solution"]}]
+
+
+def solve_messages(question: str, example: dict | None = None) -> list[dict]:
+    """Chat messages asking for a whole solution (RLVR rollouts and accuracy evaluation); with an
+    `example` trace, its question and solution come first as a worked example."""
     return [
         {"role": "system", "content": SOLVE_SYSTEM_PROMPT},
+        *_worked_example(example),
         {"role": "user", "content": question},
     ]
 
@@ -58,3 +69,52 @@ def render(tokenizer, messages: list[dict], policy: FormatPolicy = "none") -> st
     """The prompt text the model continues: chat template + generation header (+ `<think>`)."""
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text + "<think>\n" if policy == "prefill" else text
+
+
+CODE_SOLVE_SYSTEM_PROMPT = (
+    "You are a careful Python programmer. Solve the task step by step, one numbered step per line "
+    "written as `N. **Title**: body`; the last step gives the complete function in a ```python "
+    "code block."
+)
+
+
+def code_solve_messages(question: str, example: dict | None = None) -> list[dict]:
+    """Chat messages asking for a step-by-step solution that ends in the function's code."""
+    return [
+        {"role": "system", "content": CODE_SOLVE_SYSTEM_PROMPT},
+        *_worked_example(example),
+        {"role": "user", "content": question},
+    ]
+
+
+PROPOSER_SYSTEM_PROMPT = (
+    "You write new practice problems for students by varying existing ones: keep the topic and the "
+    "kind of reasoning, change the names, the numbers and the story details."
+)
+
+
+def proposal_messages(description: str, examples: list[tuple[str, str]], label: str) -> list[dict]:
+    """Ask for one new problem varied from `examples` ((question, reference) pairs; the first is the
+    one to vary), in the reply format `Problem: …` then `{label}: …` that
+    `srl_platform.collaboration.parse_proposal` reads.
+
+    Varying a given problem rather than inventing one keeps a small proposer on the topic it was
+    aimed at (measured with SmolLM2-135M: asked to invent, it mostly wrote well-known puzzles)."""
+    (question, _), *others = examples
+    shown = "".join(f"Problem: {q}\n{label}: {r}\n\n" for q, r in others)
+    user = (f"{shown}Here is {description}:\n\nProblem: {question}\n\nWrite a new problem by changing "
+            f"its names and numbers, then give its {label.lower()}. Reply in exactly this format:\n"
+            f"Problem: <the new problem>\n{label}: <the {label.lower()}>")
+    return [{"role": "system", "content": PROPOSER_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+JUDGE_SYSTEM_PROMPT = (
+    "You grade worked solutions. Judge whether each step is correct, necessary and clearly "
+    "written. Reply with one line `Score: N` where N is from 1 (useless) to 10 (exemplary)."
+)
+
+
+def judge_messages(question: str, solution: str) -> list[dict]:
+    """Ask a judge model for a 1-10 step-quality score of a verified solution."""
+    user = f"Problem:\n{question}\n\nSolution:\n{solution}\n\nScore the quality of the steps."
+    return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]

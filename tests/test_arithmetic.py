@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from srl_platform.steps import parse_steps
-from srl_platform.tasks import FAMILIES, generate
+from srl_platform.tasks import GENERATED, generate
 from srl_platform.tasks.arithmetic import TEMPLATES, generate_traces
 from srl_platform.traces import SPLITS, TRACE_FIELDS, assign_split, normalize_question, validate_trace
 
@@ -96,7 +96,7 @@ def test_custom_splits_and_bad_splits() -> None:
 
 
 def test_family_registry() -> None:
-    assert "arithmetic" in FAMILIES
+    assert "arithmetic" in GENERATED
     assert generate("arithmetic", 5, 1) == generate_traces(5, 1)
     with pytest.raises(ValueError, match="'poetry'"):
         generate("poetry", 5, 1)

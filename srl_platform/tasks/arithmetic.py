@@ -302,3 +302,32 @@ def generate_traces(
         )
     return traces
 
+
+
+DIMENSIONS = ("template", "num_ops")
+"""Weakness dimensions: the story's skill (template) and its size (operations = steps)."""
+
+# Words that give a story's template away, for reading the skill of a problem nobody labelled
+# (a proposer model's output): the template with the most hits wins, none → "other".
+_TEMPLATE_WORDS = {
+    "shopping": ("buy", "bought", "pack", "coupon", "price", "cost"),
+    "inventory": ("box", "delivery", "sold", "shelf", "shelves", "warehouse", "store", "stock"),
+    "travel": ("drive", "drove", "kilomet", "mile", "trip", "fuel", "speed", "per hour"),
+    "savings": ("save", "saving", "gift", "jar", "allowance", "piggy"),
+    "recipe": ("batch", "gram", "flour", "sugar", "bake", "cookie", "recipe", "ingredient"),
+    "farm": ("farm", "plant", "tree", "rows of", "harvest", "crate", "seed", "orchard"),
+}
+
+
+def dims(trace: dict) -> dict[str, str]:
+    """The weakness-dimension values of a generated trace, from its `meta`."""
+    meta = trace.get("meta") or {}
+    return {"template": str(meta.get("template", "other")), "num_ops": str(meta.get("num_ops", meta.get("num_steps", "?")))}
+
+
+def classify(question: str) -> dict[str, str]:
+    """The template a problem's text reads as (keyword hits), for problems without `meta`."""
+    text = question.lower()
+    hits = {name: sum(text.count(word) for word in words) for name, words in _TEMPLATE_WORDS.items()}
+    best = max(hits, key=hits.get)
+    return {"template": best if hits[best] else "other"}
