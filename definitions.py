@@ -3,6 +3,9 @@
 Embedded default: artefacts under `$SRL_ARTIFACT_ROOT` (default `.state/artifacts` in the repo),
 training as a local subprocess through Dagster Pipes, work files under `$SRL_WORK_ROOT` (default
 `.state/work`). Set `SRL_ARTIFACT_ROOT=s3://bucket/prefix` to keep artefacts in S3 instead.
+Trace generation uses SmolLM2 in every role unless `SRL_PROPOSER`, `SRL_SOLVER` or `SRL_JUDGE` name
+another client spec (`openai:…`, `bedrock:…`, `tier:…`); serving logs are collected from
+`$SRL_SERVING_LOGS` (default `.state/serving_logs`).
 """
 
 from __future__ import annotations
@@ -12,21 +15,27 @@ from pathlib import Path
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import data, evaluation, training
+from assets import collection, data, evaluation, generation, training
+from resources.models import CollaborationModels
 from resources.storage import ArtifactStore
 from resources.training import LocalTrainingBackend
-from sensors.schedules import nightly_cascade, nightly_cascade_job
+from sensors.schedules import nightly_cascade, nightly_cascade_job, nightly_generation, trace_generation_job
+from sensors.serving_logs import serving_logs_sensor
 
 STATE = Path(__file__).resolve().parent / ".state"
 
 defs = Definitions(
-    assets=load_assets_from_modules([data, training, evaluation]),
+    assets=load_assets_from_modules([data, generation, collection, training, evaluation]),
     asset_checks=load_asset_checks_from_modules([data, training, evaluation]),
-    jobs=[nightly_cascade_job],
-    schedules=[nightly_cascade],
+    jobs=[nightly_cascade_job, trace_generation_job],
+    schedules=[nightly_cascade, nightly_generation],
+    sensors=[serving_logs_sensor],
     resources={
         "store": ArtifactStore(root=os.environ.get("SRL_ARTIFACT_ROOT", str(STATE / "artifacts"))),
         "training_backend": LocalTrainingBackend(
             work_root=os.environ.get("SRL_WORK_ROOT", str(STATE / "work"))),
+        "models": CollaborationModels(**{role: os.environ[f"SRL_{role.upper()}"]
+                                         for role in ("proposer", "solver", "judge")
+                                         if os.environ.get(f"SRL_{role.upper()}")}),
     },
 )

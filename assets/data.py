@@ -10,34 +10,31 @@ to the dataset, always written (empty when nothing was rejected) so its URI is s
 # of asset functions at definition time and cannot resolve them as strings.
 import tempfile
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
     Config,
-    DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
-    TableColumn,
-    TableRecord,
-    TableSchema,
     asset,
     asset_check,
 )
 from pydantic import Field
 
+from assets.metadata import counts_table, preview, rows_version
 from assets.retries import storage_retry_policy
 from resources.storage import ArtifactStore
+from srl_platform.collected import collected_expert_traces, rows_with_reference
 from srl_platform.steps import decompose
-from srl_platform.storage import content_hash
+from srl_platform.storage import ArtifactStoreClient
 from srl_platform.tasks.arithmetic import FAMILY, generate_traces
 from srl_platform.traces import (
     SPLITS,
     TRACE_FORMATS,
-    canonical_json,
     jsonl_bytes,
     parquet_bytes,
     read_trace_rows,
@@ -60,6 +57,8 @@ SRL_STEPS_KEY = "datasets/srl_steps.parquet"
 SRL_STEPS_QUARANTINE_KEY = "datasets/srl_steps.quarantine.jsonl"
 RLVR_PROBLEMS_KEY = "datasets/rlvr_problems.parquet"
 RLVR_FIELDS = ("id", "question", "answer", "split", "meta")
+GENERATED_PREFIX = "generated"
+COLLECTED_PREFIX = "collected"
 
 OWNERS = ["team:ml-platform"]
 """Who answers for every asset of the graph (shown in the UI)."""
@@ -92,6 +91,10 @@ class ExpertTracesConfig(Config):
     )
     n: int = Field(default=300, description="Problems to generate (generator only).")
     seed: int = Field(default=0, description="Generator seed: the same (n, seed) gives the same traces.")
+    include_generated: bool = Field(
+        default=True, description="Add every verified trace of `generated_traces` (all days, all families).")
+    include_collected: bool = Field(
+        default=True, description="Add collected serving outputs that carry a reference answer and verify.")
 
 
 class ValidFractionFloorConfig(Config):
@@ -104,56 +107,52 @@ class ValidFractionFloorConfig(Config):
     )
 
 
-def _data_version(*parts: object) -> DataVersion:
-    return DataVersion(content_hash(*(canonical_json(part) for part in parts)))
-
-
-def _preview(rows: list[dict], columns: tuple[str, ...], limit: int = 5) -> MetadataValue:
-    """The first rows as a markdown table, long cells cut (a preview, not the data)."""
-
-    def cell(value: object) -> str:
-        text = value if isinstance(value, str) else repr(value)
-        text = " ".join(text.split()).replace("|", "\\|")
-        return text if len(text) <= 80 else text[:79] + "…"
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows[:limit]:
-        lines.append("| " + " | ".join(cell(row.get(c)) for c in columns) + " |")
-    if len(rows) > limit:
-        lines.append(f"\n{limit} of {len(rows)} rows shown.")
-    return MetadataValue.md("\n".join(lines) if rows else "_no rows_")
-
-
-def _counts_table(counts: dict[str, int], name: str) -> MetadataValue:
-    schema = TableSchema(columns=[TableColumn(name, "string"), TableColumn("count", "int")])
-    return MetadataValue.table([TableRecord({name: k, "count": v}) for k, v in counts.items()], schema)
-
-
-def _fetch_source(source: str, store: ArtifactStore, directory: Path) -> Path:
-    """A local path to read `source` from: itself, or an `s3://` object downloaded into `directory`."""
+def fetch_source(source: str, store: ArtifactStore, directory: Path) -> Path:
+    """A local path to read a data file from: `source` itself, or an `s3://` object downloaded into
+    `directory`; Failure (not retried) when there is no such file."""
     if source.startswith("s3://"):
         bucket, _, key = source[len("s3://"):].partition("/")
         if not bucket or not key or key.endswith("/"):
-            raise Failure(f"expert_traces source {source!r} must be s3://bucket/key of one .jsonl or "
+            raise Failure(f"source {source!r} must be s3://bucket/key of one .jsonl or "
                           ".parquet object", allow_retries=False)
         target = directory / Path(key).name
         store.s3.get_client().download_file(bucket, key, str(target))
         return target
     path = Path(source).expanduser()
     if not path.is_file():
-        raise Failure(f"expert_traces source {source!r}: no such file; give a local .jsonl/.parquet "
+        raise Failure(f"source {source!r}: no such file; give a local .jsonl/.parquet "
                       "path or an s3://bucket/key URI", allow_retries=False)
     return path
 
 
-@asset(**_DATA_ASSET)
+def _generated_rows(client: ArtifactStoreClient) -> list[dict]:
+    """The accepted traces of every `generated_traces` partition, oldest day first."""
+    keys = [k for k in client.list(GENERATED_PREFIX) if k.endswith(".parquet")]
+    rows = []
+    for key in sorted(keys, key=lambda k: (PurePosixPath(k).name, k)):
+        rows += records_from_parquet_bytes(client.get_bytes(key))
+    return rows
+
+
+def _collected_rows(client: ArtifactStoreClient) -> tuple[list[dict], Counter]:
+    """Collected serving outputs that verify against their logged reference answer, and why the
+    others with a reference did not."""
+    candidates = []
+    for key in client.list(f"{COLLECTED_PREFIX}/parts"):
+        if key.endswith(".parquet"):
+            candidates += rows_with_reference(client.get_bytes(key))
+    return collected_expert_traces(candidates)
+
+
+@asset(deps=["generated_traces", "collected_traces"], **_DATA_ASSET)
 def expert_traces(
     context: AssetExecutionContext, config: ExpertTracesConfig, store: ArtifactStore
 ) -> MaterializeResult:
     """Expert solutions as they arrived, before any validation: the raw material of every dataset.
 
     From the arithmetic generator by default, or from a configured JSONL/Parquet file (local or S3)
-    in the canonical, GSM8K or s1K format. Canonical rows are kept exactly as read, wrong types
+    in the canonical, GSM8K or s1K format; plus every verified trace of `generated_traces` and the
+    collected serving outputs that verify against a logged reference answer. Canonical rows are kept exactly as read, wrong types
     included, so `validated_traces` can say what is wrong with each; GSM8K/s1K rows are converted
     to canonical traces. Rows there is nothing to keep of (not JSON, not an object, not
     convertible, no JSON form) go to `datasets/expert_traces.rejects.jsonl` with reasons.
@@ -169,15 +168,28 @@ def expert_traces(
     else:
         source = config.source
         with tempfile.TemporaryDirectory() as tmp:
-            path = _fetch_source(source, store, Path(tmp))
+            path = fetch_source(source, store, Path(tmp))
             try:
                 rows, rejects = read_trace_rows(path, config.format)
             except ValueError as error:  # unknown format, or a file whose format cannot be told
                 raise Failure(f"expert_traces source {source!r}: {error}", allow_retries=False) from error
+    client = store.client()
+    counts = {"from_source": len(rows), "from_generated": 0, "from_collected": 0}
+    ids = {row.get("id") for row in rows}
+    extra, skipped = {}, Counter()
+    if config.include_generated:
+        extra["from_generated"] = _generated_rows(client)
+    if config.include_collected:
+        extra["from_collected"], skipped = _collected_rows(client)
+    for name, found in extra.items():
+        for row in found:
+            if row["id"] not in ids:  # else a problem met again on a later day: the first is kept
+                ids.add(row["id"])
+                rows.append(row)
+                counts[name] += 1
     rows, unencodable = unencodable_rows(rows)
     rejects += unencodable
 
-    client = store.client()
     uri = client.put_bytes(EXPERT_TRACES_KEY, raw_rows_parquet(rows))
     rejects_uri = client.put_bytes(EXPERT_TRACES_REJECTS_KEY, jsonl_bytes(rejects))
     context.log.info(f"{len(rows)} rows from {source} → {uri}; {len(rejects)} rejected → {rejects_uri}")
@@ -185,13 +197,15 @@ def expert_traces(
         metadata={
             "uri": MetadataValue.path(uri),
             "rows": len(rows),
+            **counts,
+            "collected_not_expert": counts_table(dict(sorted(skipped.items())), "reason"),
             "rejected": len(rejects),
             "rejects_uri": MetadataValue.path(rejects_uri),
             "source": source,
             "format": config.format if config.source is not None else "canonical",
-            "preview": _preview(rows, ("id", "split", "question", "answer")),
+            "preview": preview(rows, ("id", "split", "question", "answer")),
         },
-        data_version=_data_version(rows, rejects),
+        data_version=rows_version(rows, rejects),
     )
 
 
@@ -229,10 +243,10 @@ def validated_traces(context: AssetExecutionContext, store: ArtifactStore) -> Ma
             "reader_rejected": reader_rejected,
             "source_rows": source_rows,
             "valid_fraction": MetadataValue.float(valid_fraction),
-            "reasons": _counts_table(result.reasons, "reason"),
-            "quarantine_preview": _preview(result.quarantine, ("record", "row_index", "reason")),
+            "reasons": counts_table(result.reasons, "reason"),
+            "quarantine_preview": preview(result.quarantine, ("record", "row_index", "reason")),
         },
-        data_version=_data_version(result.valid, result.quarantine),
+        data_version=rows_version(result.valid, result.quarantine),
     )
 
 
@@ -299,9 +313,9 @@ def srl_steps(context: AssetExecutionContext, store: ArtifactStore) -> Materiali
             "instances": stats.instances,
             "quarantined": stats.quarantined,
             "other_splits": len(traces) - len(train),
-            "preview": _preview(instances, ("id", "step_index", "num_steps", "target")),
+            "preview": preview(instances, ("id", "step_index", "num_steps", "target")),
         },
-        data_version=_data_version(instances, quarantined),
+        data_version=rows_version(instances, quarantined),
     )
 
 
@@ -325,7 +339,7 @@ def rlvr_problems(context: AssetExecutionContext, store: ArtifactStore) -> Mater
             "uri": MetadataValue.path(uri),
             "problems": len(problems),
             **{f"problems_{split}": splits.get(split, 0) for split in SPLITS},
-            "preview": _preview(problems, ("id", "split", "question", "answer")),
+            "preview": preview(problems, ("id", "split", "question", "answer")),
         },
-        data_version=_data_version(problems),
+        data_version=rows_version(problems),
     )

@@ -28,11 +28,12 @@ from pydantic import Field
 from assets.data import OWNERS, VALIDATED_TRACES_KEY
 from assets.partitions import tier_partitions
 from assets.retries import storage_retry_policy
-from assets.training import ADAPTER_WEIGHTS, adapter_key
+
 from resources.storage import ArtifactStore
 from srl_platform.evaluate import EvalSettings, evaluate
 from srl_platform.models import fingerprint
 from srl_platform.storage import ArtifactStoreClient, content_hash, get_dir
+from srl_platform.tiers import ADAPTER_WEIGHTS, adapter_key
 from srl_platform.traces import records_from_parquet_bytes
 
 EVAL_SPLIT = "test"

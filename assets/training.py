@@ -34,16 +34,10 @@ from resources.training import (
 )
 from srl_platform.config import Stage, stage_config
 from srl_platform.storage import ArtifactStoreClient, content_hash, get_dir, put_dir
-from srl_platform.tiers import get_tier
+from srl_platform.tiers import ADAPTER_WEIGHTS, adapter_key, get_tier
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 TRAINING_CODE_VERSION = "1"
 CURVE_ROWS = 12  # reward-curve table rows shown in the UI (the whole curve is in metrics.jsonl)
-
-
-def adapter_key(tier: str, stage: Stage) -> str:
-    """Store key (a directory) of a tier's adapter for one stage."""
-    return f"adapters/{tier}/{stage}"
 
 
 class TrainingRunConfig(Config):

@@ -19,11 +19,12 @@ from dagster import (
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
+    build_schedule_from_partitioned_job,
     define_asset_job,
     schedule,
 )
 
-from assets.partitions import tier_partitions
+from assets.partitions import daily_partitions, tier_partitions
 
 NIGHTLY_CRON = "0 2 * * *"
 NIGHTLY_TIMEZONE = os.environ.get("SRL_NIGHTLY_TIMEZONE", "UTC")
@@ -31,8 +32,10 @@ NIGHTLY_MAX_LATENESS = dt.timedelta(hours=3)
 
 nightly_cascade_job = define_asset_job(
     "nightly_cascade_job",
-    selection=AssetSelection.all(),
-    description="Every asset of the graph for one tier partition.",
+    # Trace generation (daily partitions) runs an hour earlier on its own schedule, and serving logs
+    # are collected by their sensor as they arrive.
+    selection=AssetSelection.all() - AssetSelection.assets("generated_traces", "collected_traces"),
+    description="Every asset of the graph for one tier partition, from expert traces to evaluation.",
     # A retried run (dagster.yaml run_retries) redoes only the assets that failed or never ran.
     tags={"dagster/retry_strategy": "FROM_ASSET_FAILURE"},
 )
@@ -61,3 +64,20 @@ def nightly_cascade(context: ScheduleEvaluationContext):
                    tags={"srl/nightly": night, "srl/tier": tier})
         for tier in tier_partitions.get_partition_keys()
     ]
+
+
+trace_generation_job = define_asset_job(
+    "trace_generation_job",
+    selection=AssetSelection.assets("generated_traces"),
+    partitions_def=daily_partitions,
+    description="The proposer → solver → verifier collaboration for one day.",
+)
+
+nightly_generation = build_schedule_from_partitioned_job(
+    trace_generation_job,
+    name="nightly_generation",
+    hour_of_day=1,
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="01:00: new expert traces for today's partition, aimed at last night's evaluation "
+                "misses, ready for the 02:00 cascade.",
+)

@@ -76,7 +76,7 @@ def parse_proposal(text: str, label: str) -> tuple[str, str] | None:
     """
     flags = re.DOTALL | re.IGNORECASE | re.MULTILINE
     reference_line = rf"^\s*\**{label}\**\s*:\s*\**\s*(.+)"
-    match = re.search(rf"\**(?:Problem|Question)\**\s*:\s*\**\s*(.+?)\s*" + reference_line, text, flags)
+    match = re.search(r"\**(?:Problem|Question)\**\s*:\s*\**\s*(.+?)\s*" + reference_line, text, flags)
     if match is not None:
         question, reference = match.group(1), match.group(2)
     elif (match := re.search(reference_line, text, flags)) is not None:

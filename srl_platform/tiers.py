@@ -125,3 +125,12 @@ def get_tier(name: str) -> TierSpec:
         return TIERS[name]  # type: ignore[index]
     except KeyError:
         raise ValueError(f"unknown tier {name!r}; choose one of {', '.join(TIER_NAMES)}") from None
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+"""The weights file of a saved LoRA adapter (peft), present only once an adapter is complete."""
+
+
+def adapter_key(tier: str, stage: str) -> str:
+    """Artefact-store key (a directory) of a tier's adapter for one stage (`srl` or `rlvr`)."""
+    return f"adapters/{tier}/{stage}"

@@ -84,6 +84,8 @@ class TransformersClient(ModelClient):
 
     def complete_batch(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams()
                        ) -> list[Completion | ModelClientError]:
+        if not conversations:  # nothing to generate: do not load the model for it
+            return []
         import torch
 
         results: list[Completion | ModelClientError | None] = [None] * len(conversations)
