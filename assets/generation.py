@@ -137,7 +137,9 @@ def _weakness_profile(client: ArtifactStoreClient, report_key: str, family: Task
     report = json.loads(client.get_bytes(report_key))
     traces = [t for t in records_from_parquet_bytes(client.get_bytes(VALIDATED_TRACES_KEY))
               if (t.get("meta") or {}).get("family", family.name) == family.name]
-    profile = WeaknessProfile.from_evaluation(report.get("adapter", report), traces, family.dims,
+    # A tier_eval report holds the adapter's results under "adapter"; an `srl eval` report is flat.
+    evaluated = report["adapter"] if isinstance(report.get("adapter"), dict) else report
+    profile = WeaknessProfile.from_evaluation(evaluated, traces, family.dims,
                                               source=client.uri(report_key))
     log(f"weakness profile from {profile.source}: {profile.error_rates}")
     return profile

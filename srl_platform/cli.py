@@ -1,4 +1,4 @@
-"""`srl`: the platform's command line (models, data, train, eval, demo)."""
+"""`srl`: the platform's command line (models, data, generate, collect, train, eval, demo)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from srl_platform.cli_data import add_data_commands
+from srl_platform.cli_generate import add_generate_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_cmd_models_list)
 
     add_data_commands(sub)
+    add_generate_commands(sub)
 
     from srl_platform.train import build_parser as build_train_parser
 
