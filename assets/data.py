@@ -198,6 +198,7 @@ def expert_traces(
             "uri": MetadataValue.path(uri),
             "rows": len(rows),
             **counts,
+            # Collected rows with a reference answer that did not become expert traces, by why.
             "collected_not_expert": counts_table(dict(sorted(skipped.items())), "reason"),
             "rejected": len(rejects),
             "rejects_uri": MetadataValue.path(rejects_uri),

@@ -2,7 +2,7 @@
 
 `generated_traces` (daily partitions) runs the proposer → solver → verifier collaboration of
 `srl_platform.collaboration` for one task family. Its weakness profile comes from the latest
-evaluation report in the store (last night's, by default the bronze tier's); that is read, not a
+evaluation report in the store (last night's, of the strongest tier evaluated); that is read, not a
 graph edge, because evaluation is downstream of the traces this asset feeds (an edge would be a
 cycle). Verified traces feed `expert_traces`; every rejected proposal is kept with its reason.
 """
@@ -15,6 +15,7 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from pydantic import Field
 
 from assets.data import OWNERS, VALIDATED_TRACES_KEY, fetch_source
+from assets.evaluation import report_key as report_key_of
 from assets.metadata import counts_table, preview, rows_version
 from assets.partitions import daily_partitions
 from resources.models import CollaborationModels
@@ -46,10 +47,11 @@ class GeneratedTracesConfig(Config):
                                  description="Solutions sampled per problem; the first that verifies wins.")
     judge_min_score: float | None = Field(
         default=None, ge=1, le=10, description="With a judge model: reject verified solutions scored below this.")
-    weakness_report: str = Field(
-        default="reports/bronze/tier_eval.json",
-        description="Store key of the evaluation report whose misses steer the proposals "
-                    "(uniform targets when it does not exist yet).")
+    weakness_report: str | None = Field(
+        default=None,
+        description="Store key of the evaluation report whose misses steer the proposals; None: the "
+                    "strongest tier evaluated so far (bronze, else silver, else gold). Uniform "
+                    "targets when there is none yet.")
 
 
 @asset(
@@ -128,11 +130,14 @@ def _family(config: GeneratedTracesConfig, store: ArtifactStore, directory: Path
         raise Failure(f"generated_traces: {error}", allow_retries=False) from error
 
 
-def _weakness_profile(client: ArtifactStoreClient, report_key: str, family: TaskFamily, log) -> WeaknessProfile:
-    """The misses of the adapter in `report_key`, joined with the evaluated traces for their
+def _weakness_profile(client: ArtifactStoreClient, report_key: str | None, family: TaskFamily,
+                      log) -> WeaknessProfile:
+    """The misses of the adapter in the report, joined with the evaluated traces for their
     dimensions; an empty (uniform) profile before the first evaluation."""
-    if not (client.exists(report_key) and client.exists(VALIDATED_TRACES_KEY)):
-        log(f"no evaluation at {client.uri(report_key)} yet: proposals are spread uniformly")
+    candidates = [report_key] if report_key else [report_key_of(tier) for tier in ("bronze", "silver", "gold")]
+    report_key = next((key for key in candidates if client.exists(key)), None)
+    if report_key is None or not client.exists(VALIDATED_TRACES_KEY):
+        log(f"no evaluation report ({', '.join(candidates)}) yet: proposals are spread uniformly")
         return WeaknessProfile()
     report = json.loads(client.get_bytes(report_key))
     traces = [t for t in records_from_parquet_bytes(client.get_bytes(VALIDATED_TRACES_KEY))

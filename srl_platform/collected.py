@@ -29,13 +29,13 @@ def rows_with_reference(part: bytes) -> list[dict]:
 
 
 def collected_expert_traces(rows: Iterable[dict]) -> tuple[list[dict], Counter]:
-    """(traces, skipped by reason) from collected rows (see `srl_platform.collector`); rows without
-    a reference count as `no_reference`."""
+    """(traces, skipped by reason) from collected rows that carry a reference answer (see
+    `rows_with_reference`); a row without one is `no_reference`, without a family `no_task_family`."""
     traces, skipped = [], Counter()
     for row in rows:
         family, reference = row.get("task_family"), row.get("reference_answer")
-        if not family or not reference:
-            skipped["no_reference"] += 1
+        if not reference or not family:
+            skipped["no_task_family" if reference else "no_reference"] += 1
             continue
         if family not in VERIFIERS:
             skipped["unknown_family"] += 1

@@ -286,7 +286,7 @@ def test_collected_rows_that_verify_become_expert_traces(tmp_path):
     assert (expert["from_source"], expert["from_collected"], expert["rows"]) == (20, 1, 21)
     # The row without a reference is never a candidate, so it is not counted among the skipped.
     assert table(expert, "collected_not_expert", "reason") == {
-        "answer_mismatch": 1, "no_reference": 1, "wrong_arithmetic": 1}
+        "answer_mismatch": 1, "no_task_family": 1, "wrong_arithmetic": 1}
 
     traces = raw_rows_from_parquet(store.client().get_bytes(EXPERT_TRACES_KEY))
     (trace,) = [t for t in traces if t["source"].startswith("collected:")]
