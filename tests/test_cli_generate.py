@@ -359,18 +359,18 @@ def test_collect_from_s3_honours_aws_endpoint_url(
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="serving")
+        s3.create_bucket(Bucket="cli-serving")
         for path in logs.rglob("*.jsonl"):
-            s3.upload_file(str(path), "serving", f"logs/{path.relative_to(logs).as_posix()}")
+            s3.upload_file(str(path), "cli-serving", f"logs/{path.relative_to(logs).as_posix()}")
 
         state, out = tmp_path / "state.sqlite", tmp_path / "out"
-        assert srl("collect", "s3://serving/logs", "--state", str(state), "--out", str(out)) == 0
+        assert srl("collect", "s3://cli-serving/logs", "--state", str(state), "--out", str(out)) == 0
         printed = capsys.readouterr().out
-        assert "2 *.jsonl files under s3://serving/logs" in printed
+        assert "2 *.jsonl files under s3://cli-serving/logs" in printed
         assert "rows: 5 new, 2 duplicates" in printed and "quarantined: 2" in printed
         assert {r["source_file"] for r in read_collected(out)} == \
-            {"s3://serving/logs/2025-06-01/a.jsonl", "s3://serving/logs/2025-06-02/b.jsonl"}
-        assert srl("collect", "s3://serving/logs", "--state", str(state), "--out", str(out)) == 0
+            {"s3://cli-serving/logs/2025-06-01/a.jsonl", "s3://cli-serving/logs/2025-06-02/b.jsonl"}
+        assert srl("collect", "s3://cli-serving/logs", "--state", str(state), "--out", str(out)) == 0
         assert "nothing new" in capsys.readouterr().out
 
         assert srl("collect", "s3://no-such-bucket/logs", "--state", str(state), "--out", str(out)) == 2
