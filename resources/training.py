@@ -152,7 +152,7 @@ class LocalTrainingBackend(TrainingBackend):
             "log_tail": MetadataValue.md(f"```\n{tail}\n```"),
         }
         if returncode == EXIT_PREEMPTED:
-            from srl_platform.trainer import checkpoint_step, latest_checkpoint
+            from srl_platform.checkpoints import checkpoint_step, latest_checkpoint
 
             saved = latest_checkpoint(checkpoints)
             where = (f"at step {checkpoint_step(saved)}: its checkpoint was saved at {saved}. "

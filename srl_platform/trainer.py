@@ -26,11 +26,15 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.trainer.utils import pad
 
+from srl_platform.checkpoints import (  # noqa: F401 (the checkpoint layout, re-exported)
+    CHECKPOINT_PREFIX,
+    STAGING_DIR,
+    STATE_FILE,
+    checkpoint_step,
+    complete_checkpoints,
+    latest_checkpoint,
+)
 from srl_platform.sampling import SamplingStats, groups_with_signal
-
-CHECKPOINT_PREFIX = "checkpoint-"
-STAGING_DIR = ".staging"
-STATE_FILE = "srl_state.json"  # written last inside a checkpoint: its presence marks it complete
 
 # Keys of TRL's generation output that are (batch, seq) tensors padded on the left / on the right.
 _LEFT_PADDED = {"prompt_ids": "pad", "prompt_mask": 0}
@@ -43,27 +47,6 @@ _RIGHT_PADDED = {
     "importance_sampling_ratio": 1.0,
     "tool_mask": 0,
 }
-
-
-def checkpoint_step(checkpoint: Path) -> int:
-    """The optimizer step a `checkpoint-N` directory holds."""
-    return int(checkpoint.name[len(CHECKPOINT_PREFIX):])
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first (staging leftovers are never listed)."""
-    if not root.is_dir():
-        return []
-    found = [
-        p for p in root.iterdir()
-        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and (p / STATE_FILE).is_file()
-    ]
-    return sorted(found, key=checkpoint_step)
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    found = complete_checkpoints(root)
-    return found[-1] if found else None
 
 
 class StopRequest:
