@@ -20,6 +20,7 @@ import pandera.pandas as pa
 
 from srl_platform.steps import truncate
 from srl_platform.traces import canonical_json
+from srl_platform.validation import cell_failures
 
 REQUIRED_FIELDS = ("prompt", "completion", "model", "adapter_version", "latency_ms", "prompt_tokens",
                    "completion_tokens")
@@ -116,24 +117,7 @@ _KIND_ORDER = ("missing_field", "wrong_type", "empty_string", "negative_value", 
 
 def schema_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> dict[int, dict[str, str]]:
     """{row position: {field: reason}} for every cell `schema` rejects."""
-    try:
-        schema.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-    else:
-        return {}
-    failures: dict[int, dict[str, str]] = {}
-    for case in cases.itertuples(index=False):
-        if case.index is None or pd.isna(case.index):
-            # The frame has exactly the schema's columns, so every failure belongs to a row.
-            raise RuntimeError(f"pandera failure not tied to a row: column {case.column!r}, "
-                               f"check {case.check!r}, value {truncate(case.failure_case)}")
-        check = str(case.check)
-        kind = ("wrong_type" if check.startswith("dtype(")
-                else "missing_field" if check == "not_nullable" else check)
-        cell = failures.setdefault(int(case.index), {})
-        cell[case.column] = min(filter(None, (cell.get(case.column), kind)), key=_KIND_ORDER.index)
-    return failures
+    return cell_failures(frame, schema, {"not_nullable": "missing_field"}, _KIND_ORDER)
 
 
 def problem_message(kind: str, name: str, row: dict, config: CollectorConfig) -> str:

@@ -158,12 +158,15 @@ def _problem(kind: str, name: str, row: dict, index: int, first_use: dict[str, i
     return {"field": name, "kind": kind, "value": truncate(value), "reason": reason}
 
 
-def _schema_failures(frame: pd.DataFrame) -> dict[int, dict[str, str]]:
-    """{row index: {field: kind}} for every cell the schema rejects."""
-    if frame.empty:
-        return {}  # pandera would judge the dtype of the empty object columns, not of any value
+def cell_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema, kinds: dict[str, str],
+                  order: tuple[str, ...]) -> dict[int, dict[str, str]]:
+    """{row index: {field: kind}} for every cell `schema` rejects (lazy validation).
+
+    A check's name maps to a kind through `kinds` (a failed dtype check is `wrong_type`, an unmapped
+    check keeps its name); when a cell fails several checks, the kind first in `order` is kept.
+    """
     try:
-        TRACE_SCHEMA.validate(frame, lazy=True)
+        schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
     else:
@@ -177,10 +180,10 @@ def _schema_failures(frame: pd.DataFrame) -> dict[int, dict[str, str]]:
                 f"value {truncate(case.failure_case)}"
             )
         check = str(case.check)
-        kind = "wrong_type" if check.startswith("dtype(") else _KIND_BY_CHECK.get(check, check)
+        kind = "wrong_type" if check.startswith("dtype(") else kinds.get(check, check)
         cell = failures.setdefault(int(case.index), {})
         known = [k for k in (cell.get(case.column), kind) if k is not None]
-        cell[case.column] = min(known, key=lambda k: _KIND_ORDER.index(k) if k in _KIND_ORDER else 99)
+        cell[case.column] = min(known, key=lambda k: order.index(k) if k in order else len(order))
     return failures
 
 
@@ -196,7 +199,8 @@ def validate_traces(rows: list[dict]) -> TraceValidation:
          for name in TRACE_FIELDS},
         columns=list(TRACE_FIELDS),
     )
-    failures = _schema_failures(frame)
+    # An empty frame: pandera would judge the dtype of the empty object columns, not of any value.
+    failures = {} if frame.empty else cell_failures(frame, TRACE_SCHEMA, _KIND_BY_CHECK, _KIND_ORDER)
     first_use: dict[str, int] = {}
     for index, row in objects.items():
         if isinstance(row.get("id"), str):
