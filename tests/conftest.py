@@ -7,6 +7,7 @@ checkpoint, SIGTERM and resume tests stay fast. Tests marked `slow` train the re
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,21 @@ def arithmetic_traces(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "traces.jsonl"
     write_jsonl(generate_traces(60, seed=0), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """One moto server on loopback (real HTTP) for every AWS API the tests call (S3, SageMaker).
+
+    moto keeps one backend per process, whatever the number of servers: buckets, objects and model
+    package groups persist from test to test, so each test uses names of its own.
+    """
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

@@ -23,3 +23,8 @@ def run_train(*args: str, env: dict | None = None, timeout: int = 600) -> subpro
 
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+AWS_TEST_CREDENTIALS = {"region_name": "us-east-1", "aws_access_key_id": "testing",
+                        "aws_secret_access_key": "testing"}
+"""What boto3 clients of the `moto_endpoint` server are built with."""

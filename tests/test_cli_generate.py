@@ -11,7 +11,6 @@ import argparse
 import fcntl
 import json
 import re
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -340,43 +339,34 @@ def test_collect_errors(tmp_path: Path, logs: Path, capsys: pytest.CaptureFixtur
 
 
 def test_collect_from_s3_honours_aws_endpoint_url(
-    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, logs: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from moto.server import ThreadedMotoServer
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="cli-serving")
+    for path in logs.rglob("*.jsonl"):
+        s3.upload_file(str(path), "cli-serving", f"logs/{path.relative_to(logs).as_posix()}")
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="cli-serving")
-        for path in logs.rglob("*.jsonl"):
-            s3.upload_file(str(path), "cli-serving", f"logs/{path.relative_to(logs).as_posix()}")
+    state, out = tmp_path / "state.sqlite", tmp_path / "out"
+    assert srl("collect", "s3://cli-serving/logs", "--state", str(state), "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "2 *.jsonl files under s3://cli-serving/logs" in printed
+    assert "rows: 5 new, 2 duplicates" in printed and "quarantined: 2" in printed
+    assert {r["source_file"] for r in read_collected(out)} == \
+        {"s3://cli-serving/logs/2025-06-01/a.jsonl", "s3://cli-serving/logs/2025-06-02/b.jsonl"}
+    assert srl("collect", "s3://cli-serving/logs", "--state", str(state), "--out", str(out)) == 0
+    assert "nothing new" in capsys.readouterr().out
 
-        state, out = tmp_path / "state.sqlite", tmp_path / "out"
-        assert srl("collect", "s3://cli-serving/logs", "--state", str(state), "--out", str(out)) == 0
-        printed = capsys.readouterr().out
-        assert "2 *.jsonl files under s3://cli-serving/logs" in printed
-        assert "rows: 5 new, 2 duplicates" in printed and "quarantined: 2" in printed
-        assert {r["source_file"] for r in read_collected(out)} == \
-            {"s3://cli-serving/logs/2025-06-01/a.jsonl", "s3://cli-serving/logs/2025-06-02/b.jsonl"}
-        assert srl("collect", "s3://cli-serving/logs", "--state", str(state), "--out", str(out)) == 0
-        assert "nothing new" in capsys.readouterr().out
-
-        assert srl("collect", "s3://no-such-bucket/logs", "--state", str(state), "--out", str(out)) == 2
-        assert "error: SOURCE s3://no-such-bucket/logs: " in capsys.readouterr().err
-    finally:
-        server.stop()
+    assert srl("collect", "s3://no-such-bucket/logs", "--state", str(state), "--out", str(out)) == 2
+    assert "error: SOURCE s3://no-such-bucket/logs: " in capsys.readouterr().err
 
 
 def test_generate_exits_1_only_when_every_model_call_failed(

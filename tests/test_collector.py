@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 
+from support import AWS_TEST_CREDENTIALS
 from srl_platform import collector
 from srl_platform.collector import (
     COLLECTED_SCHEMA,
@@ -196,17 +196,8 @@ def test_a_crash_mid_file_leaves_no_trace_and_the_rerun_is_exact(logs, tmp_path,
 
 
 @pytest.fixture(scope="module")
-def s3_client():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    server.stop()
+def s3_client(moto_endpoint):
+    return boto3.client("s3", endpoint_url=moto_endpoint, **AWS_TEST_CREDENTIALS)
 
 
 def test_collects_from_an_s3_prefix(logs, tmp_path, s3_client, monkeypatch):

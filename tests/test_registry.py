@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing
 import random
-import socket
 import threading
 import time
 import uuid
@@ -31,16 +30,8 @@ QUALITY = {"student_score": "0.61", "teacher_score": "0.74", "train_cost_usd": "
 
 
 @pytest.fixture(scope="module")
-def sagemaker_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def sagemaker_endpoint(moto_endpoint):
+    return moto_endpoint
 
 
 def _sagemaker_registry(endpoint: str) -> SageMakerModelRegistry:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 
 import boto3
 import pytest
@@ -11,16 +10,8 @@ from srl_platform.storage import LocalArtifactStore, S3ArtifactStore, get_dir, p
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def s3_endpoint(moto_endpoint):
+    return moto_endpoint
 
 
 def _s3_store(endpoint: str) -> S3ArtifactStore:

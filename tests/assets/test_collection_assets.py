@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import boto3
@@ -19,6 +18,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 from dagster_aws.s3 import S3Resource
 
+from support import AWS_TEST_CREDENTIALS
 from assets.collection import STATE_KEY, collected_traces
 from assets.data import COLLECTED_PREFIX, EXPERT_TRACES_KEY, expert_traces
 from resources.storage import ArtifactStore
@@ -216,21 +216,10 @@ def test_a_missing_source_folder_collects_nothing_and_warns(tmp_path):
 
 
 @pytest.fixture()
-def moto_s3():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"region_name": "us-east-1", "aws_access_key_id": "testing",
-                   "aws_secret_access_key": "testing"}
-    client = boto3.client("s3", endpoint_url=endpoint, **credentials)
+def moto_s3(moto_endpoint):
+    client = boto3.client("s3", endpoint_url=moto_endpoint, **AWS_TEST_CREDENTIALS)
     client.create_bucket(Bucket="bucket")
-    yield client, S3Resource(endpoint_url=endpoint, **credentials)
-    server.stop()
+    return client, S3Resource(endpoint_url=moto_endpoint, **AWS_TEST_CREDENTIALS)
 
 
 def test_s3_source_and_store_behave_like_local(moto_s3, logs, tmp_path):

@@ -1,6 +1,5 @@
 """The data assets through `dagster.materialize` on an ephemeral instance, local store and moto S3."""
 
-import socket
 from pathlib import Path
 
 import boto3
@@ -8,6 +7,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 from dagster_aws.s3 import S3Resource
 
+from support import AWS_TEST_CREDENTIALS
 from assets.data import (
     EXPERT_TRACES_KEY,
     EXPERT_TRACES_REJECTS_KEY,
@@ -197,21 +197,10 @@ def test_a_missing_source_fails_without_retrying(tmp_path):
 
 
 @pytest.fixture()
-def moto_s3():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"region_name": "us-east-1", "aws_access_key_id": "testing",
-                   "aws_secret_access_key": "testing"}
-    client = boto3.client("s3", endpoint_url=endpoint, **credentials)
+def moto_s3(moto_endpoint):
+    client = boto3.client("s3", endpoint_url=moto_endpoint, **AWS_TEST_CREDENTIALS)
     client.create_bucket(Bucket="srl")
-    yield client, S3Resource(endpoint_url=endpoint, **credentials)
-    server.stop()
+    return client, S3Resource(endpoint_url=moto_endpoint, **AWS_TEST_CREDENTIALS)
 
 
 def test_s3_source_and_store_behave_like_local(moto_s3, tmp_path):
