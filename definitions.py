@@ -1,4 +1,4 @@
-"""The one `Definitions` object: assets, checks, resources and the nightly schedule.
+"""The one `Definitions` object: assets, checks, resources, the nightly schedule and the sensors.
 
 Embedded default: artefacts under `$SRL_ARTIFACT_ROOT` (default `.state/artifacts` in the repo),
 training as a local subprocess through Dagster Pipes, work files under `$SRL_WORK_ROOT` (default
@@ -13,27 +13,40 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
 from assets import collection, data, evaluation, generation, training
 from resources.models import CollaborationModels
 from resources.storage import ArtifactStore
+from resources.sagemaker import SageMakerTrainingBackend
 from resources.training import LocalTrainingBackend
 from sensors.schedules import nightly_cascade, nightly_cascade_job, nightly_generation, trace_generation_job
 from sensors.serving_logs import serving_logs_sensor
+from sensors.spot import spot_interruption_sensor
 
 STATE = Path(__file__).resolve().parent / ".state"
+
+
+def _training_backend():
+    """Local subprocesses (the embedded default), or SageMaker when SRL_TRAINING_BACKEND=sagemaker
+    (then SRL_SAGEMAKER_ROLE, SRL_SAGEMAKER_IMAGE and SRL_SAGEMAKER_S3 say where it trains)."""
+    if os.environ.get("SRL_TRAINING_BACKEND") == "sagemaker":
+        return SageMakerTrainingBackend(role=EnvVar("SRL_SAGEMAKER_ROLE"),
+                                        training_image=EnvVar("SRL_SAGEMAKER_IMAGE"),
+                                        s3_prefix=EnvVar("SRL_SAGEMAKER_S3"),
+                                        work_root=str(STATE / "sagemaker"))
+    return LocalTrainingBackend(work_root=os.environ.get("SRL_WORK_ROOT", str(STATE / "work")))
+
 
 defs = Definitions(
     assets=load_assets_from_modules([data, generation, collection, training, evaluation]),
     asset_checks=load_asset_checks_from_modules([data, training, evaluation]),
     jobs=[nightly_cascade_job, trace_generation_job],
     schedules=[nightly_cascade, nightly_generation],
-    sensors=[serving_logs_sensor],
+    sensors=[serving_logs_sensor, spot_interruption_sensor],
     resources={
         "store": ArtifactStore(root=os.environ.get("SRL_ARTIFACT_ROOT", str(STATE / "artifacts"))),
-        "training_backend": LocalTrainingBackend(
-            work_root=os.environ.get("SRL_WORK_ROOT", str(STATE / "work"))),
+        "training_backend": _training_backend(),
         "models": CollaborationModels(**{role: os.environ[f"SRL_{role.upper()}"]
                                          for role in ("proposer", "solver", "judge")
                                          if os.environ.get(f"SRL_{role.upper()}")}),

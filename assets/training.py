@@ -50,11 +50,23 @@ class TrainingRunConfig(Config):
     prompts_per_step: int | None = Field(default=None, ge=1, description="Distinct prompts per step.")
     num_generations: int | None = Field(default=None, ge=2, description="Rollouts per prompt (G).")
     max_completion_length: int | None = Field(default=None, ge=1, description="Tokens per rollout.")
+    checkpoint_interval_minutes: float | None = Field(
+        default=None, gt=0, description="Wall-clock minutes between checkpoints (default: the tier's). "
+                                        "Not part of the job's identity: a resume may save more or "
+                                        "less often than the attempt it continues.")
 
     def cli_args(self) -> tuple[str, ...]:
+        """Every set field as a `srl_platform.train` flag."""
+        return self.plan_args() + self._flags(("checkpoint_interval_minutes",))
+
+    def plan_args(self) -> tuple[str, ...]:
+        """The flags that change what is trained: part of the training job's name."""
+        return self._flags(("base_model", "max_steps", "prompts_per_step", "num_generations",
+                            "max_completion_length"))
+
+    def _flags(self, names: tuple[str, ...]) -> tuple[str, ...]:
         args: list[str] = []
-        for name in ("base_model", "max_steps", "prompts_per_step", "num_generations",
-                     "max_completion_length"):
+        for name in names:
             value = getattr(self, name)
             if value is not None:
                 args += [f"--{name.replace('_', '-')}", str(value)]
@@ -123,7 +135,7 @@ def _train_stage(context: AssetExecutionContext, config: TrainingRunConfig,
         # Everything the trainer's plan depends on: a changed budget or method default starts a
         # new job instead of failing the resume check of the old one.
         plan = {"tier": get_tier(tier).as_dict(), "method": stage_config(stage).as_dict(),
-                "args": args}
+                "args": config.plan_args()}
         identity = [stage.encode(), data_file.read_bytes(), json.dumps(plan, sort_keys=True).encode()]
         init_dir, init_uri = None, None
         if init_stage is not None:

@@ -1,11 +1,14 @@
 """`TrainingBackend`: where `python -m srl_platform.train` runs for a training asset.
 
-One interface, `run_training(context, request) -> TrainingOutcome`, with a local variant (the
-embedded default: a subprocess on this machine, launched through Dagster Pipes) and, later, a
-SageMaker one (same entrypoint in a training container). An asset says *what* to train (stage,
-tier, data file, adapter to continue from, CLI overrides) and a deterministic job name; the backend
-decides where inputs, checkpoints and outputs live, so a re-run of the same job finds its
-checkpoints and resumes instead of starting over.
+One interface with a local variant (the embedded default: a subprocess on this machine, launched
+through Dagster Pipes) and, later, a SageMaker one (same entrypoint in a training container):
+
+- `run_training(context, request) -> TrainingOutcome`: an asset says *what* to train (stage, tier,
+  data file, adapter to continue from, CLI overrides) and a deterministic job name; the backend
+  decides where inputs, checkpoints and outputs live, so a re-run of the same job finds its
+  checkpoints and resumes instead of starting over.
+- `list_jobs()` and `job_status(job_name)`: the jobs training assets launched and where each
+  stands, normalized (`srl_platform.jobs.JobStatus`), for `spot_interruption_sensor`.
 """
 
 from __future__ import annotations
@@ -36,7 +39,17 @@ from dagster import (
 )
 from pydantic import Field
 
+from srl_platform.checkpoints import checkpoint_step, latest_checkpoint
 from srl_platform.config import Stage
+from srl_platform.jobs import (
+    JobRef,
+    JobStatus,
+    list_local_jobs,
+    local_job_status,
+    record_local_exit,
+    record_local_job,
+    record_local_launch,
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +102,19 @@ class TrainingBackend(ConfigurableResource, ABC):
     @abstractmethod
     def run_training(self, context: AssetExecutionContext, request: TrainingRequest) -> TrainingOutcome:
         """Train to the planned `max_steps` and return the adapter, or raise `dagster.Failure`
-        saying what went wrong (a preempted job: that its checkpoint is saved and a re-run resumes)."""
+        saying what went wrong (a preempted job: that its checkpoint is saved and a re-run resumes).
+        Records the job's asset key, partition and Dagster run so `list_jobs` can name them."""
+
+    @abstractmethod
+    def list_jobs(self) -> list[JobRef]:
+        """Every job `run_training` launched that this backend still knows of, with the asset
+        partition it trains and the run that launched its latest attempt."""
+
+    @abstractmethod
+    def job_status(self, job_name: str) -> JobStatus:
+        """Where the job stands now: its state, every interruption so far, whether a new attempt
+        should resume it. Raises `FileNotFoundError` / the backend's not-found error for an
+        unknown job."""
 
 
 class LocalTrainingBackend(TrainingBackend):
@@ -120,6 +145,13 @@ class LocalTrainingBackend(TrainingBackend):
     def job_dir(self, job_name: str) -> Path:
         return Path(self.work_root).expanduser().resolve() / job_name
 
+    def list_jobs(self) -> list[JobRef]:
+        """The work directories whose `job.json` names the asset that launched them."""
+        return list_local_jobs(Path(self.work_root).expanduser().resolve())
+
+    def job_status(self, job_name: str) -> JobStatus:
+        return local_job_status(self.job_dir(job_name))
+
     def run_training(self, context: AssetExecutionContext, request: TrainingRequest) -> TrainingOutcome:
         from srl_platform.train import EXIT_PREEMPTED
 
@@ -137,8 +169,11 @@ class LocalTrainingBackend(TrainingBackend):
 
         context.log.info(f"training job {request.job_name} in {job}: {' '.join(command[1:])}")
         started = time.monotonic()
+        identity = {"asset": context.asset_key.to_user_string(),
+                    "partition": context.partition_key if context.has_partition_key else None,
+                    "stage": request.stage, "run_id": context.run.run_id}
         returncode, tail, messages = _launch(
-            context, command, {**self.env, "PYTHONUNBUFFERED": "1"}, job,
+            context, command, {**self.env, "PYTHONUNBUFFERED": "1"}, job, identity,
             self.log_tail_lines, self.termination_timeout_seconds)
         wall_seconds = time.monotonic() - started
         # Optimizer-step rows (the trainer's closing row of runtime totals has no loss).
@@ -152,12 +187,11 @@ class LocalTrainingBackend(TrainingBackend):
             "log_tail": MetadataValue.md(f"```\n{tail}\n```"),
         }
         if returncode == EXIT_PREEMPTED:
-            from srl_platform.checkpoints import checkpoint_step, latest_checkpoint
-
             saved = latest_checkpoint(checkpoints)
             where = (f"at step {checkpoint_step(saved)}: its checkpoint was saved at {saved}. "
                      "Re-run this partition with the same inputs and config to resume from that "
-                     "checkpoint; no completed optimizer step is lost." if saved else
+                     "checkpoint (spot_interruption_sensor requests that run when it is on); no "
+                     "completed optimizer step is lost." if saved else
                      f"before its first checkpoint (none under {checkpoints}): a re-run starts over.")
             # No step retry: a SIGTERM from outside Dagster means someone is stopping the trainer
             # or the machine; the next run (a run retry, or by hand) resumes.
@@ -165,6 +199,18 @@ class LocalTrainingBackend(TrainingBackend):
                 description=f"training job {request.job_name} was preempted (SIGTERM, exit "
                             f"{EXIT_PREEMPTED}) {where}",
                 metadata={**failure_metadata, "checkpoint": MetadataValue.path(str(saved or "none"))},
+                allow_retries=False,
+            )
+        if returncode < 0 and local_job_status(job).resumable:
+            saved = latest_checkpoint(checkpoints)
+            # An interruption, like a spot reclaim: no step retry, so that one interruption gives
+            # one resumed run, the one spot_interruption_sensor requests (or a re-run by hand).
+            raise Failure(
+                description=f"training job {request.job_name} was killed by signal {-returncode} "
+                            f"after saving {saved}: spot_interruption_sensor requests the run "
+                            "that resumes it, or re-run this partition with the same inputs and "
+                            "config; optimizer steps after that checkpoint are trained again.",
+                metadata={**failure_metadata, "checkpoint": MetadataValue.path(str(saved))},
                 allow_retries=False,
             )
         if returncode != 0:
@@ -213,8 +259,10 @@ def _stage_dir(source: Path, target: Path) -> Path:
 
 
 def _launch(context: AssetExecutionContext, command: list[str], env: dict[str, str], job: Path,
-            tail_lines: int, termination_timeout: float) -> tuple[int, str, list]:
+            identity: dict, tail_lines: int, termination_timeout: float) -> tuple[int, str, list]:
     """Run `command` in a Pipes session; (exit code, last output lines, Pipes custom messages).
+    The attempt is recorded in `job/job.json` (`srl_platform.jobs`): its launch with `identity`
+    (asset, partition, stage, run id), then how it ended.
 
     Not `PipesSubprocessClient.run`: that forwards run termination as SIGINT, which the trainer
     does not turn into a checkpoint (SIGTERM does); it hides the exit code inside an exception
@@ -246,13 +294,21 @@ def _launch(context: AssetExecutionContext, command: list[str], env: dict[str, s
                 start_new_session=True, pass_fds=(lock.fileno(),),
             )
             (job / "train.pid").write_text(f"{process.pid}\n")
+            record_local_launch(job, process.pid)
+            record_local_job(job, **identity)
             pump = threading.Thread(target=_pump, args=(process.stdout, job / "train.log", tail),
                                     daemon=True)
             pump.start()
             try:
                 process.wait()
+                record_local_exit(job, process.returncode, trained_step=_last_step(job / "output"))
             except BaseException:  # run terminated (DagsterExecutionInterruptedError) or Ctrl-C
                 _stop(context, process, termination_timeout)
+                if process.returncode is not None:
+                    # Stopped on purpose, not interrupted: the sensor leaves it; a re-run resumes it.
+                    record_local_exit(job, process.returncode, trained_step=_last_step(job / "output"),
+                                      stopped_by="the launching Dagster run was interrupted "
+                                                 "(terminated or Ctrl-C)")
                 raise
             finally:
                 pump.join(timeout=10)
@@ -260,6 +316,22 @@ def _launch(context: AssetExecutionContext, command: list[str], env: dict[str, s
         return process.returncode, "".join(tail), list(session.get_custom_messages())
     finally:
         lock.close()
+
+
+def _last_step(output: Path) -> int | None:
+    """The last optimizer step in the trainer's `metrics.jsonl` (rows with a loss), if any."""
+    path = output / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a row torn by the kill
+            continue
+        if "loss" in row:
+            steps.append(row["step"])
+    return max(steps, default=None)
 
 
 def _pump(stream: IO[str], log_path: Path, tail: deque[str]) -> None:

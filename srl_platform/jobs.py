@@ -11,7 +11,8 @@ process), and should a new attempt resume it? `JobStatus` answers it with SageMa
   not a reason to relaunch.
 - Local: the launcher records each attempt in `job.json` in the job's work directory
   (`record_local_launch`, `record_local_exit`) and `local_job_status(job_dir)` reads it back,
-  together with the newest complete checkpoint under `checkpoints/`.
+  together with the newest complete checkpoint under `checkpoints/`; `list_local_jobs(work_root)`
+  names each job's asset partition (`JobRef`).
 
 `job.json` (written only by the launching process, always whole: a temp file renamed into place):
 
@@ -26,8 +27,16 @@ process), and should a new attempt resume it? `JobStatus` answers it with SageMa
     ended_at         ISO 8601 UTC exit time of the latest attempt, null while running
     returncode       the latest attempt's exit status (negative: killed by that signal), or null
     failure_reason   a failed attempt's exit code and last lines of train.log, else null
-    events           [{status, start_time, message}] every interruption of every attempt, oldest
-                     first; appended, never cleared, so a job resumed to completion still counts them
+    stopped_by       who stopped the latest attempt when it was not an interruption (the launching
+                     Dagster run was terminated), else null: such a stop is not resumed automatically
+    events           [{status, start_time, message, checkpoint_step?, lost_steps?, lost_seconds?}]
+                     every interruption of every attempt, oldest first, with what it cost when the
+                     launcher knew; appended, never cleared, so a job resumed to completion still
+                     counts them
+    asset, partition, stage, run_id
+                     what launched the job (the asset key as a user string, its partition, the
+                     training stage, the Dagster run of the latest attempt): `list_local_jobs`
+                     lists only jobs that name their asset
 
 A local job whose record says "running" but whose process is gone (the Dagster run worker died and
 took the trainer with it) reads as stopped with an `Interrupted` event dated at that attempt's launch
@@ -44,7 +53,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from srl_platform.checkpoints import latest_checkpoint
+from srl_platform.checkpoints import STATE_FILE, checkpoint_step, latest_checkpoint
 
 from srl_platform.train import EXIT_PREEMPTED
 
@@ -82,13 +91,24 @@ class JobEvent:
     start_time: str
     """ISO 8601 UTC, millisecond precision (SageMaker's own)."""
     message: str
+    checkpoint_step: int | None = None
+    """The newest complete checkpoint's step when it happened (known to a local launcher)."""
+    lost_steps: int | None = None
+    """Optimizer steps trained after that checkpoint, to be trained again by the resume."""
+    lost_seconds: float | None = None
+    """Wall clock of the attempt after its newest checkpoint (or after its launch, when it had saved
+    none yet): compute paid for and thrown away."""
 
     def key(self, job_name: str) -> str:
         """Dedup key for a sensor cursor: the same transition gives the same key on every describe."""
         return f"{job_name}|{self.status}|{self.start_time}"
 
     def as_dict(self) -> dict:
-        return {"status": self.status, "start_time": self.start_time, "message": self.message}
+        known = {name: getattr(self, name) for name in _EVENT_COSTS if getattr(self, name) is not None}
+        return {"status": self.status, "start_time": self.start_time, "message": self.message, **known}
+
+
+_EVENT_COSTS = ("checkpoint_step", "lost_steps", "lost_seconds")
 
 
 @dataclass(frozen=True)
@@ -101,7 +121,8 @@ class JobStatus:
     state: str
     """"running" | "stopping" | "completed" | "failed" | "stopped"."""
     secondary_status: str | None
-    """SageMaker's SecondaryStatus; locally "Training", "Completed", "Failed" or "Interrupted"."""
+    """SageMaker's SecondaryStatus; locally "Training", "Completed", "Failed", "Interrupted" or
+    "Stopped" (by its launcher)."""
     interruptions: int
     """Interrupted transitions over the job's life (locally: across all its attempts)."""
     events: tuple[JobEvent, ...]
@@ -115,7 +136,8 @@ class JobStatus:
     for capacity; a local trainer that checkpointed on SIGTERM (exit 75), or was killed or lost after
     saving a checkpoint (a kill before any checkpoint looks like a crash, e.g. the OOM killer, and
     would only repeat). Never true while the job runs: SageMaker restarts an interrupted spot job
-    itself. Not after MaxRuntimeExceeded (a budget to raise first) or a user's stop."""
+    itself. Not after MaxRuntimeExceeded (a budget to raise first) or a user's stop (SageMaker's
+    StopTrainingJob; locally, the launching Dagster run terminated)."""
     billable_seconds: int | None
     training_seconds: int | None
     spot_saving_pct: float | None
@@ -225,26 +247,37 @@ def record_local_launch(job_dir: Path, pid: int) -> None:
             if previous and previous.get("state") == "running" and not _alive(previous) else [])
     record_local_job(
         job_dir, state="running", pid=pid, pid_start_ticks=_start_ticks(pid), launcher_pid=os.getpid(),
-        started_at=_now(), ended_at=None, returncode=None, failure_reason=None,
+        started_at=_now(), ended_at=None, returncode=None, failure_reason=None, stopped_by=None,
         attempts=(previous or {}).get("attempts", 0) + 1, events=lost,
     )
 
 
-def record_local_exit(job_dir: Path, returncode: int) -> None:
+def record_local_exit(job_dir: Path, returncode: int, *, trained_step: int | None = None,
+                      stopped_by: str | None = None) -> None:
     """Record how the latest attempt ended: 0 completed; 75 (EXIT_PREEMPTED: checkpointed on SIGTERM)
     or killed by a signal: stopped, with an Interrupted event; anything else failed, with the exit
-    code and the last lines of train.log as the reason."""
+    code and the last lines of train.log as the reason.
+
+    `trained_step`: the last optimizer step the attempt finished (its metrics say), so an
+    interruption records the steps it lost. `stopped_by`: the launcher itself stopped the trainer
+    (its Dagster run was terminated): stopped, but no interruption and nothing to resume on its own.
+    """
     ended_at = _now()
-    fields: dict = {"returncode": returncode, "ended_at": ended_at, "failure_reason": None}
+    fields: dict = {"returncode": returncode, "ended_at": ended_at, "failure_reason": None,
+                    "stopped_by": stopped_by}
     if returncode == 0:
         fields["state"] = "completed"
+    elif stopped_by is not None:
+        fields["state"] = "stopped"
     elif returncode == EXIT_PREEMPTED or returncode < 0:
         checkpoint = _latest_checkpoint(job_dir)
         where = f"newest checkpoint {checkpoint}" if checkpoint else "no checkpoint yet"
         what = (f"SIGTERM: the trainer stopped cleanly and exited {EXIT_PREEMPTED} (EXIT_PREEMPTED)"
                 if returncode == EXIT_PREEMPTED else f"killed by {_signal_name(-returncode)}")
         fields["state"] = "stopped"
-        fields["events"] = [JobEvent(INTERRUPTED, ended_at, f"{what}; {where}").as_dict()]
+        fields["events"] = [JobEvent(INTERRUPTED, ended_at, f"{what}; {where}",
+                                     **_interruption_cost(job_dir, checkpoint, ended_at,
+                                                          trained_step)).as_dict()]
     else:
         fields["state"] = "failed"
         tail = _log_tail(job_dir / "train.log")
@@ -259,19 +292,24 @@ def local_job_status(job_dir: Path) -> JobStatus:
     if record is None:
         raise FileNotFoundError(f"no {job_dir / JOB_FILE}: the job was never launched by a backend "
                                 "that records it (LocalTrainingBackend writes it at launch)")
-    events = [JobEvent(e["status"], e["start_time"], e.get("message", "")) for e in record.get("events", [])]
+    events = [JobEvent(e["status"], e["start_time"], e.get("message", ""),
+                       **{name: e.get(name) for name in _EVENT_COSTS})
+              for e in record.get("events", [])]
     state = record["state"]
     if state == "running" and not _alive(record):
         state = "stopped"
         events.append(_lost_event(record))
     checkpoint = _latest_checkpoint(job_dir)
-    resumable = state == "stopped" and (record.get("returncode") == EXIT_PREEMPTED or checkpoint is not None)
+    stopped_by = record.get("stopped_by") if state == "stopped" else None
+    resumable = state == "stopped" and not stopped_by and (
+        record.get("returncode") == EXIT_PREEMPTED or checkpoint is not None)
     return JobStatus(
         backend="local",
         job_name=record.get("job_name", job_dir.name),
         state=state,
-        secondary_status={"running": "Training", "completed": "Completed", "failed": "Failed",
-                          "stopped": INTERRUPTED}[state],
+        secondary_status=("Stopped" if stopped_by else
+                          {"running": "Training", "completed": "Completed", "failed": "Failed",
+                           "stopped": INTERRUPTED}[state]),
         interruptions=sum(e.status == INTERRUPTED for e in events),
         events=tuple(events),
         max_wait_exceeded=False,
@@ -285,6 +323,31 @@ def local_job_status(job_dir: Path) -> JobStatus:
     )
 
 
+@dataclass(frozen=True)
+class JobRef:
+    """A training job and the asset partition it trains: what a sensor needs to observe an
+    interruption on the right asset and to request the run that resumes it."""
+
+    job_name: str
+    asset: str
+    """The asset key as a user string (`srl_checkpoint`; a multi-part key `a/b`)."""
+    partition: str | None
+    run_id: str | None
+    """The Dagster run of the job's latest attempt: its run config is the resume's."""
+
+
+def list_local_jobs(work_root: Path) -> list[JobRef]:
+    """The jobs under `work_root/*/job.json` that an asset launched, by job name. A directory whose
+    record names no asset (launched outside Dagster) is skipped: there is no asset to report on."""
+    refs = []
+    for path in sorted(Path(work_root).glob(f"*/{JOB_FILE}")):
+        record = _read_record(path.parent)
+        if record and record.get("asset"):
+            refs.append(JobRef(job_name=record.get("job_name", path.parent.name), asset=record["asset"],
+                               partition=record.get("partition"), run_id=record.get("run_id")))
+    return refs
+
+
 def _read_record(job_dir: Path) -> dict | None:
     path = job_dir / JOB_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -292,6 +355,24 @@ def _read_record(job_dir: Path) -> dict | None:
 
 def _latest_checkpoint(job_dir: Path) -> Path | None:
     return latest_checkpoint(job_dir / "checkpoints")
+
+
+def _interruption_cost(job_dir: Path, checkpoint: Path | None, ended_at: str,
+                       trained_step: int | None) -> dict:
+    """What an interruption at `ended_at` threw away: the steps after the newest checkpoint and the
+    wall clock since that checkpoint was saved (or since this attempt's launch, if later)."""
+    saved_step = checkpoint_step(checkpoint) if checkpoint else 0
+    record = _read_record(job_dir) or {}
+    since = [datetime.fromisoformat(record["started_at"]).timestamp()] if record.get("started_at") else []
+    if checkpoint:
+        saved_at = json.loads((checkpoint / STATE_FILE).read_text()).get("saved_at")
+        since += [saved_at] if isinstance(saved_at, int | float) else []
+    return {
+        "checkpoint_step": saved_step if checkpoint else None,
+        "lost_steps": max(0, trained_step - saved_step) if trained_step is not None else None,
+        "lost_seconds": (round(datetime.fromisoformat(ended_at).timestamp() - max(since), 3)
+                         if since else None),
+    }
 
 
 def _lost_event(record: dict) -> JobEvent:

@@ -3,10 +3,17 @@
 Only the tiny `dagster-pipes` package is used (never Dagster itself), so this runs unchanged in a
 SageMaker container. Outside a Pipes launch every call is a no-op: stdout and the metrics file are
 the record.
+
+Where the launcher put the Pipes context and wants the messages is in its bootstrap variables: a
+local launch passes files (the default loader and writer); the SageMaker launcher passes an S3
+bucket and key (`PipesS3ContextInjector` / `PipesS3MessageReader`), read and written here with
+boto3 (present in SageMaker's images). Under torchrun only global rank 0 reports: every rank would
+otherwise write the same numbered message chunks and overwrite each other's.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -44,8 +51,16 @@ class PipesReporter(Reporter):
 def open_reporter() -> Iterator[Reporter]:
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+    params = PipesEnvVarParamsLoader()
+    if not params.is_dagster_pipes_process() or os.environ.get("RANK", "0") != "0":
         yield Reporter()
         return
-    with open_dagster_pipes() as context:
+    io = {}
+    if "bucket" in params.load_context_params():
+        import boto3
+        from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter
+
+        s3 = boto3.client("s3")
+        io = {"context_loader": PipesS3ContextLoader(s3), "message_writer": PipesS3MessageWriter(s3)}
+    with open_dagster_pipes(**io) as context:
         yield PipesReporter(context)

@@ -291,6 +291,8 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     metrics_path = metrics_dir / "metrics.jsonl"
     if resume is None:
         metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve; a resume appends
+    else:
+        _drop_rows_after(metrics_path, checkpoint_step(resume))
     trainer = SRLGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -337,6 +339,27 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
           f"mean reward first/last {summary['reward_first']:.3f}/{summary['reward_last']:.3f}, "
           f"dynamic-sampling drop rate {summary['drop_rate']:.2f})", flush=True)
     return 0
+
+
+def _drop_rows_after(metrics_path: Path, step: int) -> None:
+    """Forget the rows of steps a killed attempt trained after its last checkpoint: the resume trains
+    them again, so the curve keeps each optimizer step once."""
+    if not metrics_path.is_file():
+        return
+    lines = metrics_path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+    if len(kept) != len(lines):
+        staged = metrics_path.with_name(f".{metrics_path.name}.tmp")
+        staged.write_text("".join(kept))
+        os.replace(staged, metrics_path)
+
+
+def _row_step(line: str) -> int | None:
+    """A metrics row's step; None for a blank line or one torn by a kill mid-write."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 def _progress_printer(max_steps: int, report):

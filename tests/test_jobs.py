@@ -313,6 +313,42 @@ def test_killed_by_signal_is_resumable_only_with_a_complete_checkpoint(job):
     assert local_job_status(job).resumable
 
 
+def test_an_interruption_records_what_it_cost(job):
+    saved = make_checkpoint(job, 4)
+    (saved / STATE_FILE).write_text(json.dumps({"global_step": 4, "saved_at": 1_000.0}))
+    launch_as_this_process(job)
+    record_local_job(job, started_at="1970-01-01T00:10:00.000+00:00")  # before the checkpoint: 600 s
+    record_local_exit(job, -signal.SIGKILL, trained_step=6)
+    (event,) = local_job_status(job).events
+    ended = datetime.fromisoformat(event.start_time).timestamp()
+    assert (event.checkpoint_step, event.lost_steps) == (4, 2)
+    assert event.lost_seconds == pytest.approx(ended - 1_000.0, abs=1e-3)  # since the checkpoint
+    stored = json.loads((job / JOB_FILE).read_text())["events"][0]
+    assert (stored["checkpoint_step"], stored["lost_steps"]) == (4, 2)
+
+
+def test_an_interruption_before_any_checkpoint_loses_the_whole_attempt(job):
+    launch_as_this_process(job)
+    record_local_exit(job, EXIT_PREEMPTED, trained_step=None)
+    (event,) = local_job_status(job).events
+    assert event.checkpoint_step is None and event.lost_steps is None
+    started = json.loads((job / JOB_FILE).read_text())["started_at"]
+    assert event.lost_seconds == pytest.approx(
+        datetime.fromisoformat(event.start_time).timestamp() - datetime.fromisoformat(started).timestamp(),
+        abs=1e-3)
+
+
+def test_a_stop_by_the_launcher_is_not_an_interruption(job):
+    make_checkpoint(job, 3)
+    launch_as_this_process(job)
+    record_local_exit(job, EXIT_PREEMPTED, stopped_by="the launching Dagster run was interrupted")
+    status = local_job_status(job)
+    assert (status.state, status.secondary_status, status.interruptions) == ("stopped", "Stopped", 0)
+    assert not status.resumable and status.events == ()
+    launch_as_this_process(job)  # a re-run by hand resumes it and clears the stop
+    assert json.loads((job / JOB_FILE).read_text())["stopped_by"] is None
+
+
 def test_failed_exit_carries_the_log_tail(job):
     make_checkpoint(job, 2)
     (job / "train.log").write_text("loading model\n" + "".join(f"step {i}\n" for i in range(10))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from support import REPO, read_metrics, run_train, train_command
-from srl_platform.train import EXIT_PREEMPTED
+from srl_platform.train import EXIT_PREEMPTED, _drop_rows_after
 from srl_platform.trainer import STAGING_DIR, STATE_FILE, complete_checkpoints, latest_checkpoint
 
 FAST = ["--num-generations", "2", "--prompts-per-step", "1", "--max-completion-length", "8"]
@@ -125,6 +125,16 @@ def test_incomplete_checkpoints_are_never_resumed(tmp_path):
     (tmp_path / "checkpoint-6").mkdir()  # no state file: a save that never finished
     (tmp_path / STAGING_DIR / "checkpoint-8").mkdir(parents=True)  # killed mid-write
     assert latest_checkpoint(tmp_path) == good
+
+
+def test_a_resume_forgets_the_metrics_rows_trained_after_its_checkpoint(tmp_path):
+    """A SIGKILL between checkpoints leaves rows of steps the resume trains again (and maybe a row
+    torn mid-write): they go, so the curve has each optimizer step once."""
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [{"step": step, "loss": 0.0, "reward": 0.5} for step in range(1, 6)]
+    metrics.write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"step": 6, "lo')
+    _drop_rows_after(metrics, 3)
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3]
 
 
 def test_bad_input_names_the_record_and_field(tiny_model_dir, tmp_path):
