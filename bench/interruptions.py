@@ -103,6 +103,20 @@ def wait_for_step(metrics: Path, after: int, seen: dict, deadline_s: float = 900
         time.sleep(0.02)
 
 
+def wait_for_log_line(log: Path, offset: int, prefix: str, seen: dict, deadline_s: float = 900) -> None:
+    """Record in `seen["at"]` when a line starting with `prefix` appears in `log` after `offset`.
+    (The metrics file cannot tell: until the resumed trainer drops them, it still holds the rows of
+    the steps the killed attempt trained after its checkpoint.)"""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and "stop" not in seen:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            if any(line.startswith(prefix.encode()) for line in f.read().splitlines()):
+                seen["at"] = time.time()
+                return
+        time.sleep(0.02)
+
+
 def kill_after_first_step(work_root: Path, seconds: float, killed: dict) -> None:
     """SIGKILL the trainer (the pid in job.json) `seconds` after its first optimizer step."""
     deadline = time.monotonic() + 900
@@ -176,8 +190,9 @@ def measure(minutes: float, args, model_dir: Path, scratch: Path) -> dict:
         with build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
             (request,) = spot_interruption_sensor.evaluate_tick(context).run_requests
         seen: dict = {}
-        watcher = threading.Thread(target=wait_for_step, args=(job / "output" / "metrics.jsonl", saved, seen),
-                                   daemon=True)
+        log = job / "train.log"  # the local backend appends the trainer's output, one "step N/M" line a step
+        watcher = threading.Thread(target=wait_for_log_line,
+                                   args=(log, log.stat().st_size, f"step {saved + 1}/", seen), daemon=True)
         watcher.start()
         resumed = run(instance, resources, request.run_config, selection=request.asset_selection,
                       tags=request.tags)
