@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import boto3
+from botocore.config import Config
 from dagster import ConfigurableResource
 from pydantic import Field
 
@@ -26,8 +27,13 @@ class ModelRegistryResource(ConfigurableResource):
     endpoint_url: str | None = Field(
         default=None, description="SageMaker endpoint override, e.g. a moto server or LocalStack (sagemaker only).")
 
+    max_attempts: int = Field(
+        default=10, description="Attempts per SageMaker call (botocore's standard retry mode: "
+                                "exponential backoff with jitter on throttling and transient errors).")
+
     def client(self, store: ArtifactStoreClient) -> ModelRegistry:
         if self.backend == "sagemaker":
-            sagemaker = boto3.client("sagemaker", region_name=self.region_name, endpoint_url=self.endpoint_url)
+            sagemaker = boto3.client("sagemaker", region_name=self.region_name, endpoint_url=self.endpoint_url,
+                                     config=Config(retries={"mode": "standard", "max_attempts": self.max_attempts}))
             return SageMakerModelRegistry(sagemaker, self.group_prefix)
         return LocalModelRegistry.in_store(store)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import boto3
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 from dagster import AssetExecutionContext, Failure, MetadataValue
 from pydantic import Field
@@ -60,11 +61,13 @@ class SageMakerTrainingBackend(TrainingBackend):
                     "channel (the trainer reads SM_CHANNEL_BASE_MODEL); unset: the tier's name.")
     volume_size_gb: int = Field(default=100, description="ML storage volume per instance.")
     container_init: list[str] = Field(
-        default_factory=list,
-        description="Prepended to the container entrypoint, e.g. ['tini', '-g', '--']: the SDK "
-                    "runs /bin/bash as PID 1, which does not pass SageMaker's SIGTERM on, so "
-                    "without an init that signals the process group the trainer never gets to "
-                    "checkpoint on a stop (only its interval checkpoints are kept).")
+        default_factory=lambda: list(jobs.CONTAINER_INIT),
+        description="Prepended to the container entrypoint. The SDK runs /bin/bash as PID 1, which "
+                    "does not pass SageMaker's SIGTERM on; the default (a few lines of python3, "
+                    "srl_platform.sagemaker_jobs.CONTAINER_INIT) signals the process group and "
+                    "waits for the trainer's checkpoint. [] runs the SDK's entrypoint as it is "
+                    "(only interval checkpoints survive a stop); ['tini', '-g', '--'] also "
+                    "forwards, where the image has tini.")
     poll_interval_seconds: float = Field(default=30.0, description="DescribeTrainingJob interval.")
     job_name_contains: str = Field(
         default="-checkpoint-",
@@ -72,9 +75,18 @@ class SageMakerTrainingBackend(TrainingBackend):
                     "job name (training_job_name gives `<asset>-<tier>-<hash>`; the training "
                     "assets are srl_checkpoint and rlvr_checkpoint).")
 
+    max_attempts: int = Field(
+        default=10,
+        description="Attempts per AWS call of this backend (botocore's standard retry mode: "
+                    "exponential backoff with full jitter on throttling, 5xx and connection errors).")
+
     def boto_session(self) -> boto3.Session:
-        """Every AWS client of this backend comes from here (AWS_ENDPOINT_URL is honoured)."""
+        """The session every AWS client of this backend comes from (AWS_ENDPOINT_URL is honoured)."""
         return boto3.Session(region_name=self.region_name)
+
+    def aws_client(self, boto: boto3.Session, service: str):
+        return boto.client(service, config=BotoConfig(retries={"mode": "standard",
+                                                               "max_attempts": self.max_attempts}))
 
     # ---- TrainingBackend ---------------------------------------------------------------------
 
@@ -87,7 +99,7 @@ class SageMakerTrainingBackend(TrainingBackend):
                                       "overwrite the others' checkpoints. Set distribution='torchrun' or "
                                       "instance_count=1 in its TierSpec.", allow_retries=False)
         boto = self.boto_session()
-        sagemaker, s3 = boto.client("sagemaker"), boto.client("s3")
+        sagemaker, s3 = self.aws_client(boto, "sagemaker"), self.aws_client(boto, "s3")
         checkpoints = jobs.checkpoint_uri(self.s3_prefix, request.job_name)
         attempts = self._attempts(sagemaker, request.job_name)
         latest = (sagemaker_job_status(sagemaker.describe_training_job(TrainingJobName=attempts[-1][1]))
@@ -104,9 +116,8 @@ class SageMakerTrainingBackend(TrainingBackend):
             params = self._create_params(boto, s3, context, request, tier, plan.attempt_name,
                                          plan.attempt, checkpoints)
         client = PipesSageMakerClient(
-            sagemaker, s3, boto.client("logs"), s3_prefix=self.s3_prefix,
-            poll_interval=self.poll_interval_seconds, checkpoint_uri=checkpoints,
-            checkpoint_interval_minutes=_interval_minutes(request.args, tier))
+            sagemaker, s3, self.aws_client(boto, "logs"), s3_prefix=self.s3_prefix,
+            poll_interval=self.poll_interval_seconds, checkpoint_uri=checkpoints)
         invocation = client.run(context=context, training_job_name=plan.attempt_name,
                                 create_training_job_params=params)
         describe = invocation.describe
@@ -143,7 +154,7 @@ class SageMakerTrainingBackend(TrainingBackend):
 
     def list_jobs(self) -> list[JobRef]:
         """The newest attempt of every job this backend launched (by name, then by its tags)."""
-        sagemaker = self.boto_session().client("sagemaker")
+        sagemaker = self.aws_client(self.boto_session(), "sagemaker")
         newest: dict[str, tuple[int, str]] = {}
         for page in sagemaker.get_paginator("list_training_jobs").paginate(NameContains=self.job_name_contains):
             for summary in page["TrainingJobSummaries"]:
@@ -162,7 +173,7 @@ class SageMakerTrainingBackend(TrainingBackend):
         """Every attempt of the checkpoint identity `job_name` folded into one status (the newest
         attempt's state, all attempts' interruptions); `TrainingJobNotFound` when none exists."""
         boto = self.boto_session()
-        sagemaker, s3 = boto.client("sagemaker"), boto.client("s3")
+        sagemaker, s3 = self.aws_client(boto, "sagemaker"), self.aws_client(boto, "s3")
         attempts = self._attempts(sagemaker, job_name)
         statuses = []
         for index, (_, name) in enumerate(attempts):
@@ -245,7 +256,7 @@ class SageMakerTrainingBackend(TrainingBackend):
                 checkpoint_config=CheckpointConfig(s3_uri=checkpoints, local_path=jobs.CONTAINER_CHECKPOINT_DIR),
                 output_data_config=OutputDataConfig(s3_output_path=jobs.s3_join(self.s3_prefix, "output"),
                                                     compression_type="GZIP"),
-                environment={"PYTHONUNBUFFERED": "1", **self.environment},
+                environment={"PYTHONUNBUFFERED": "1", **_torchrun_environment(tier), **self.environment},
                 hyperparameters=jobs.trainer_hyperparameters(request.stage, request.tier,
                                                              request.init_from is not None, request.args),
                 tags=[Tag(key=key, value=value) for key, value in tags.items()],
@@ -305,10 +316,10 @@ class SageMakerTrainingBackend(TrainingBackend):
         return summary, [json.loads(line) for line in rows if line.strip()]
 
 
-def _interval_minutes(args: tuple[str, ...], tier: TierSpec) -> float:
-    """The trainer's checkpoint interval: `--checkpoint-interval-minutes` if given, else the tier's."""
-    flags = dict(zip(args[::2], args[1::2], strict=False))
-    return float(flags.get("--checkpoint-interval-minutes", tier.checkpoint_interval_minutes))
+def _torchrun_environment(tier: TierSpec) -> dict[str, str]:
+    """torchrun kills its workers 30 s after forwarding a SIGTERM unless told otherwise; SageMaker
+    allows 120 s between its SIGTERM and the end, which a checkpoint of a large model needs."""
+    return {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "110"} if tier.distribution == "torchrun" else {}
 
 
 def _status_metadata(status: JobStatus, attempt_name: str, checkpoints: str) -> dict:

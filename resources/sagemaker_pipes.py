@@ -66,7 +66,7 @@ class PipesSageMakerClient(PipesClient):
 
     def __init__(self, client, s3_client, logs_client, *, s3_prefix: str, poll_interval: float = 30.0,
                  forward_termination: bool = True, checkpoint_uri: str | None = None,
-                 checkpoint_interval_minutes: float | None = None, log_tail_lines: int = 40):
+                 log_tail_lines: int = 40):
         self._client = client
         self._s3 = s3_client
         self._logs = logs_client
@@ -74,7 +74,6 @@ class PipesSageMakerClient(PipesClient):
         self.poll_interval = poll_interval
         self.forward_termination = forward_termination
         self.checkpoint_uri = checkpoint_uri
-        self.checkpoint_interval_minutes = checkpoint_interval_minutes
         self.log_tail_lines = log_tail_lines
 
     def run(self, *, context: AssetExecutionContext, training_job_name: str,  # type: ignore[override]
@@ -88,6 +87,7 @@ class PipesSageMakerClient(PipesClient):
             bucket=bucket, client=self._s3, interval=min(self.poll_interval, 10.0),
             key_prefix=jobs.pipes_messages_prefix(self.s3_prefix, training_job_name))
         logs = _LogForwarder(self._logs, training_job_name, self.log_tail_lines)
+        watch = _CheckpointWatch(self._s3, self.checkpoint_uri) if self.checkpoint_uri else None
         with open_pipes_session(context=context, context_injector=injector, message_reader=reader,
                                 extras=extras) as session:
             if create_training_job_params is not None:
@@ -108,7 +108,7 @@ class PipesSageMakerClient(PipesClient):
             else:
                 context.log.info(f"[pipes] reattached to SageMaker training job {training_job_name}")
             try:
-                describe = self._wait(context, training_job_name, session, logs)
+                describe = self._wait(context, training_job_name, session, logs, watch)
             except (DagsterExecutionInterruptedError, KeyboardInterrupt):
                 if self.forward_termination:
                     context.log.warning(f"[pipes] Dagster run interrupted: stopping SageMaker training "
@@ -117,14 +117,16 @@ class PipesSageMakerClient(PipesClient):
                 raise
         context.log.info(f"[pipes] SageMaker training job {training_job_name} ended "
                          f"{describe['TrainingJobStatus']} ({describe.get('SecondaryStatus')})")
-        return SageMakerInvocation(session, describe=describe, log_tail=logs.tail(),
-                                   metadata={"sagemaker/console": MetadataValue.url(
-                                       self._console_url(training_job_name))})
+        metadata = {"sagemaker/console": MetadataValue.url(self._console_url(training_job_name))}
+        if watch is not None:  # once more: the session has now read every message the job wrote
+            watch.poll(context, _reported_checkpoints(session.get_custom_messages()))
+            metadata["sagemaker/checkpoints_reported"] = len(watch.reported)
+            metadata["sagemaker/checkpoints_not_in_s3"] = MetadataValue.json(
+                [f"{CHECKPOINT_PREFIX}{step}" for step in watch.unverified])
+        return SageMakerInvocation(session, describe=describe, log_tail=logs.tail(), metadata=metadata)
 
-    def _wait(self, context, name: str, session, logs: _LogForwarder) -> dict:
+    def _wait(self, context, name: str, session, logs: _LogForwarder, watch: _CheckpointWatch | None) -> dict:
         shown_status, shown_events = None, set()
-        watch = (_CheckpointWatch(self._s3, self.checkpoint_uri, self.checkpoint_interval_minutes)
-                 if self.checkpoint_uri else None)
         while True:
             describe = self._client.describe_training_job(TrainingJobName=name)
             status = (describe["TrainingJobStatus"], describe.get("SecondaryStatus"))
@@ -139,8 +141,7 @@ class PipesSageMakerClient(PipesClient):
                                         f"{transition.get('StatusMessage', '')}")
             logs.forward(context)
             if watch is not None:
-                watch.poll(context, training=status[1] == "Training",
-                           reported_step=_last_reported_step(session.get_custom_messages()))
+                watch.poll(context, _reported_checkpoints(session.get_custom_messages()))
             if status[0] in jobs.TERMINAL_STATES:
                 return describe
             time.sleep(self.poll_interval)
@@ -156,10 +157,9 @@ class PipesSageMakerClient(PipesClient):
         return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{name}"
 
 
-def _last_reported_step(messages) -> int | None:
-    steps = [m["step"] for m in messages if isinstance(m, dict) and m.get("kind") == "metrics"
-             and "loss" in m and isinstance(m.get("step"), int)]
-    return max(steps, default=None)
+def _reported_checkpoints(messages) -> list[int]:
+    return [m["step"] for m in messages if isinstance(m, dict) and m.get("kind") == "checkpoint"
+            and isinstance(m.get("step"), int)]
 
 
 class _LogForwarder:
@@ -213,38 +213,43 @@ class _LogForwarder:
 
 
 class _CheckpointWatch:
-    """Logs each checkpoint as it reaches the checkpoint S3 URI, and warns when none has arrived for
-    two checkpoint intervals while the trainer keeps reporting steps past the newest one: SageMaker's
-    checkpoint upload can stop silently, and a spot reclaim would then lose everything since."""
+    """Checks every checkpoint the trainer reports (a Pipes `checkpoint` message, sent once the
+    checkpoint is complete in /opt/ml/checkpoints) against its S3 copy: logged when it is complete
+    there, warned about once when it is not `GRACE_SECONDS` after the report. SageMaker's upload can
+    stop silently, and a spot reclaim would then lose every step since the newest copy in S3."""
 
     GRACE_SECONDS = 300.0  # SageMaker uploads asynchronously; a large checkpoint takes minutes
 
-    def __init__(self, s3, uri: str, interval_minutes: float | None):
+    def __init__(self, s3, uri: str):
         self.s3, self.uri = s3, uri
-        self.stale_after = 2 * 60.0 * (interval_minutes or 30.0) + self.GRACE_SECONDS
         self.seen: set[int] = set()
+        self.reported: dict[int, float] = {}  # step -> when the trainer reported it (monotonic)
+        self.warned: set[int] = set()
         self.first = True
-        self.last_arrival: float | None = None
-        self.warned = False
 
-    def poll(self, context, training: bool, reported_step: int | None) -> None:
+    def poll(self, context, reported_steps) -> None:
         now = time.monotonic()
+        for step in reported_steps:
+            self.reported.setdefault(step, now)
         new = [s for s in jobs.checkpoint_steps(self.s3, self.uri)
                if s not in self.seen and jobs.checkpoint_in_s3(self.s3, self.uri, s)]
         if new:
             self.seen.update(new)
-            self.last_arrival, self.warned = now, False
             what = "already in S3 (a resume starts there)" if self.first else "reached S3"
             context.log.info(f"checkpoint {CHECKPOINT_PREFIX}{max(new)} {what}: {self.uri}")
         self.first = False
-        if training and self.last_arrival is None:
-            self.last_arrival = now  # the clock starts when training does
-        newest = max(self.seen, default=0)
-        if (training and not self.warned and reported_step is not None and reported_step > newest
-                and self.last_arrival is not None and now - self.last_arrival > self.stale_after):
+        for step, at in sorted(self.reported.items()):
+            if step in self.seen or step in self.warned or now - at <= self.GRACE_SECONDS:
+                continue
+            newest = max(self.seen, default=None)
             context.log.warning(
-                f"no checkpoint has reached {self.uri} for {(now - self.last_arrival) / 60:.0f} min "
-                f"although the trainer is at step {reported_step} (newest in S3: {newest or 'none'}): "
-                "SageMaker's checkpoint upload may have stopped; an interruption now would lose "
-                "those steps")
-            self.warned = True
+                f"checkpoint {CHECKPOINT_PREFIX}{step}, saved by the trainer {(now - at) / 60:.0f} min "
+                f"ago, is not complete in {self.uri} (newest there: "
+                f"{CHECKPOINT_PREFIX + str(newest) if newest is not None else 'none'}): SageMaker's "
+                "checkpoint upload may have stopped; an interruption now would lose every step since")
+            self.warned.add(step)
+
+    @property
+    def unverified(self) -> list[int]:
+        """Reported checkpoints not (yet) seen complete in S3."""
+        return sorted(step for step in self.reported if step not in self.seen)

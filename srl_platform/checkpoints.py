@@ -16,15 +16,19 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name[len(CHECKPOINT_PREFIX):])
 
 
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under `root`, oldest first (staging leftovers are never listed)."""
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """Every `checkpoint-N` directory under `root`, oldest first. On a node other than the first of
+    a torchrun job these hold only that node's ranks' files and are never complete on their own."""
     if not root.is_dir():
         return []
-    found = [
-        p for p in root.iterdir()
-        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and (p / STATE_FILE).is_file()
-    ]
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
+             and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
     return sorted(found, key=checkpoint_step)
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first (staging leftovers are never listed)."""
+    return [p for p in checkpoint_dirs(root) if (p / STATE_FILE).is_file()]
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -30,6 +30,9 @@ class Reporter:
     def summary(self, summary: dict) -> None:
         pass
 
+    def checkpoint(self, step: int, name: str) -> None:
+        pass
+
 
 class PipesReporter(Reporter):
     """Streams logs, per-step metrics and the final summary to the Dagster run."""
@@ -45,6 +48,11 @@ class PipesReporter(Reporter):
 
     def summary(self, summary: dict) -> None:
         self.context.report_custom_message({"kind": "summary", **summary})
+
+    def checkpoint(self, step: int, name: str) -> None:
+        """A complete checkpoint is in the local checkpoint directory: the launcher checks that it
+        reaches durable storage (S3 on SageMaker)."""
+        self.context.report_custom_message({"kind": "checkpoint", "step": step, "name": name})
 
 
 @contextmanager

@@ -35,6 +35,7 @@ S3 layout under the backend's `s3_prefix` (`s3://bucket/prefix`):
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tarfile
 from dataclasses import dataclass, replace
@@ -169,11 +170,20 @@ def checkpoint_steps(s3_client, uri: str) -> list[int]:
 
 
 def checkpoint_in_s3(s3_client, uri: str, step: int) -> bool:
-    """Whether `checkpoint-<step>/srl_state.json` (written last: the checkpoint is complete) is in S3."""
+    """Whether `checkpoint-<step>/` is complete in S3: its `srl_state.json` is there and so is every
+    file that state lists (the files of all ranks, uploaded by every node in any order)."""
     bucket, key = split_s3_uri(uri)
-    found = s3_client.list_objects_v2(Bucket=bucket, Prefix=f"{key}/{CHECKPOINT_PREFIX}{step}/{STATE_FILE}",
-                                      MaxKeys=1)
-    return found.get("KeyCount", len(found.get("Contents", []))) > 0
+    prefix = f"{key}/{CHECKPOINT_PREFIX}{step}/"
+    present = {obj["Key"][len(prefix):]
+               for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+               for obj in page.get("Contents", [])}
+    if STATE_FILE not in present:
+        return False
+    try:
+        state = json.loads(s3_client.get_object(Bucket=bucket, Key=prefix + STATE_FILE)["Body"].read())
+    except ValueError:
+        return False  # torn or partly uploaded
+    return set(state.get("files", [])) <= present if isinstance(state, dict) else False
 
 
 def newest_s3_checkpoint(s3_client, uri: str) -> str | None:
@@ -202,6 +212,26 @@ def trainer_hyperparameters(stage: str, tier: str, has_init_from: bool,
             raise ValueError(f"trainer args {args!r}: {flag!r} is not a --flag")
         flags[flag[2:]] = str(value)
     return flags
+
+
+# The container's init. The SDK's entrypoint (`/bin/bash .../sm_train.sh`) runs as PID 1, and PID 1
+# ignores every signal it has no handler for: the SIGTERM of a stop or spot reclaim would never reach
+# the trainer, which would lose every step since its last interval checkpoint. This init runs the
+# entrypoint, passes SIGTERM to its process group (shell, SDK driver, trainer or torchrun, which
+# forwards it to its workers), then waits for every descendant (it is their subreaper: the trainer
+# outlives the shell and driver that die of the same signal) and exits with the entrypoint's status.
+# Python, as in every training image; CreateTrainingJob allows 256 characters per entrypoint item.
+CONTAINER_INIT_CODE = (
+    "import os,signal as g,subprocess as p,sys,ctypes as t\n"
+    "t.CDLL(None).prctl(36,1)\n"  # PR_SET_CHILD_SUBREAPER (implied for PID 1)
+    "c=p.Popen(sys.argv[1:])\n"
+    "g.signal(15,lambda*a:(g.signal(15,1),os.killpg(0,15)))\n"  # 1: SIG_IGN
+    "r=c.wait()\n"
+    "try:\n while 1:os.wait()\nexcept ChildProcessError:0\n"
+    "sys.exit(r if r>=0 else 128-r)"
+)
+CONTAINER_INIT = ("python3", "-c", CONTAINER_INIT_CODE)
+"""Prepended to the SDK's container entrypoint (`SageMakerTrainingBackend.container_init`)."""
 
 
 def stage_source_archive(directory: Path) -> Path:

@@ -195,7 +195,7 @@ def _load_training_records(stage: Stage, path: Path, split: str, config,
         quarantined += rejected
         print(f"decomposed {stats.trajectories} trajectories into {stats.instances} step instances "
               f"({stats.quarantined} quarantined)", flush=True)
-    if quarantined:
+    if quarantined and os.environ.get("RANK", "0") == "0":  # torchrun: every rank reads the same rows
         write_jsonl(quarantined, quarantine_path)
         print(f"{len(quarantined)} rejected rows with reasons in {quarantine_path}", flush=True)
     if not records:
@@ -289,9 +289,11 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
         gradient_checkpointing=on_gpu,
     )
     metrics_path = metrics_dir / "metrics.jsonl"
-    if resume is None:
+    # Under torchrun only global rank 0 keeps the record (metrics, adapter, summary, Pipes).
+    first_rank = os.environ.get("RANK", "0") == "0"
+    if first_rank and resume is None:
         metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve; a resume appends
-    else:
+    elif first_rank:
         _drop_rows_after(metrics_path, checkpoint_step(resume))
     trainer = SRLGRPOTrainer(
         model=model,
@@ -306,6 +308,7 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
         max_refill_rounds=config.max_refill_rounds,
         checkpoint_root=checkpoint_dir,
         run_plan=plan,
+        on_checkpoint=lambda path: _report_checkpoint(path, report),
     )
     trainer.remove_callback(PrinterCallback)  # replaced by the one-line progress printer
     if resume is not None:
@@ -324,6 +327,8 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
               f"{EXIT_PREEMPTED} so the launcher resumes", flush=True)
         report.log(f"preempted at step {trainer.state.global_step}")
         return EXIT_PREEMPTED
+    if not first_rank:
+        return 0
 
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(output_dir)  # adapter_model.safetensors + adapter_config.json
@@ -339,6 +344,13 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
           f"mean reward first/last {summary['reward_first']:.3f}/{summary['reward_last']:.3f}, "
           f"dynamic-sampling drop rate {summary['drop_rate']:.2f})", flush=True)
     return 0
+
+
+def _report_checkpoint(path: Path, report) -> None:
+    from srl_platform.checkpoints import checkpoint_step
+
+    print(f"checkpoint {path.name} saved", flush=True)
+    report.checkpoint(checkpoint_step(path), path.name)
 
 
 def _drop_rows_after(metrics_path: Path, step: int) -> None:

@@ -8,6 +8,12 @@
 - `_save_checkpoint`: the Hugging Face checkpoint (adapter, optimizer, scheduler, RNG, trainer
   state) is written into a staging directory and renamed into place, so a kill during a save never
   leaves a checkpoint that a resume would load.
+
+Under torchrun (the multi-node bronze tier) every node has its own checkpoint directory, and
+SageMaker syncs all of them to one S3 prefix, so no two ranks may write a file of the same name:
+global rank 0 writes the adapter, optimizer, trainer state and `srl_state.json`, every rank its own
+`rng_state_<rank>.pth`; each node's local rank 0 renames its staging directory once every rank has
+written. The decisions to save and to stop are agreed across ranks, so all save the same step.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from srl_platform.checkpoints import (  # noqa: F401 (the checkpoint layout, re-
     CHECKPOINT_PREFIX,
     STAGING_DIR,
     STATE_FILE,
+    checkpoint_dirs,
     checkpoint_step,
     complete_checkpoints,
     latest_checkpoint,
@@ -53,7 +60,9 @@ class StopRequest:
     """Set by SIGTERM (SageMaker spot reclaim, `docker stop`, Dagster run termination).
 
     The first SIGTERM asks training to finish the current optimizer step, checkpoint and exit; the
-    handler then restores the default action, so a second SIGTERM kills at once.
+    handler then restores the default action, so a second SIGTERM kills at once. Under torchrun the
+    agent forwards its SIGTERM to every worker and kills them when `TORCH_ELASTIC_SHUTDOWN_TIMEOUT`
+    runs out; the ranks agree on the step to stop at (`CheckpointPolicy`).
     """
 
     def __init__(self) -> None:
@@ -71,6 +80,30 @@ class StopRequest:
         return self.event.is_set()
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def max_over_ranks(value: int, device) -> int:
+    """The largest `value` of all ranks (`value` itself when not distributed)."""
+    if not _distributed():
+        return value
+    tensor = torch.tensor([value], device=device)
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def agreed(flag: bool, device) -> bool:
+    """True on every rank when any rank has `flag`, so all ranks save or stop at the same step
+    (each rank's SIGTERM and wall clock arrive a little apart)."""
+    return bool(max_over_ranks(int(flag), device))
+
+
+def barrier() -> None:
+    if _distributed():
+        torch.distributed.barrier()
+
+
 class CheckpointPolicy(TrainerCallback):
     """Asks the trainer to save every `interval_minutes` of wall clock, on SIGTERM and at the end."""
 
@@ -80,7 +113,9 @@ class CheckpointPolicy(TrainerCallback):
         self.last_save = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        due = time.monotonic() - self.last_save >= self.interval_s
+        due = agreed(time.monotonic() - self.last_save >= self.interval_s, args.device)
+        if agreed(self.stop.requested, args.device):
+            self.stop.event.set()  # a rank that got no SIGTERM of its own stops with the others
         if due or self.stop.requested or state.global_step >= state.max_steps:
             control.should_save = True
         if self.stop.requested:
@@ -92,14 +127,15 @@ class CheckpointPolicy(TrainerCallback):
 
 
 class MetricsRecorder(TrainerCallback):
-    """Appends every logged row (with its optimizer step) to a JSONL file and forwards it."""
+    """Appends every logged row (with its optimizer step) to a JSONL file and forwards it (global
+    rank 0 only: the rows are the same on every rank)."""
 
     def __init__(self, path: Path, forward=None) -> None:
         self.path = path
         self.forward = forward
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs:
+        if not logs or not state.is_world_process_zero:
             return
         row = {"step": state.global_step, **{k: v for k, v in logs.items() if _is_number(v)}}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +160,7 @@ class SRLGRPOTrainer(GRPOTrainer):
         checkpoint_root: Path,
         run_plan: dict,
         keep_checkpoints: int = 2,
+        on_checkpoint=None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -134,6 +171,9 @@ class SRLGRPOTrainer(GRPOTrainer):
         self.checkpoint_root = Path(checkpoint_root)
         self.keep_checkpoints = keep_checkpoints
         self.run_plan = run_plan
+        self.on_checkpoint = on_checkpoint
+        """Called on global rank 0 with each new checkpoint directory (the launcher verifies that
+        it reaches S3)."""
         self.sampling = SamplingStats()
         order = list(range(len(self.train_dataset)))
         random.Random(self.args.seed + 1).shuffle(order)
@@ -150,9 +190,11 @@ class SRLGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _refill_batch(self, n_prompts: int) -> list[dict]:
+        """The next `n_prompts` refill prompts of this rank (ranks take turns through one order)."""
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
         rows = []
         for _ in range(n_prompts):
-            index = self._refill_order[self._refill_cursor % len(self._refill_order)]
+            index = self._refill_order[(self._refill_cursor * world + rank) % len(self._refill_order)]
             self._refill_cursor += 1
             rows.extend([self.train_dataset[index]] * self.num_generations)
         return rows
@@ -162,20 +204,27 @@ class SRLGRPOTrainer(GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
         size = self.num_generations
         wanted = len(inputs) // size
+        rank = self.accelerator.process_index
         kept_parts, kept, rounds, batch = [], 0, 0, inputs
         while True:
             output = super()._generate_and_score_completions(batch)
-            keep = groups_with_signal(self._last_rewards.tolist(), size, self.epsilon)
-            self.sampling.groups_seen += len(keep)
-            self.sampling.groups_dropped += keep.count(False)
+            # The rewards are gathered from every rank (rank 0's groups first); `output` is this rank's.
+            every_keep = groups_with_signal(self._last_rewards.tolist(), size, self.epsilon)
+            local = len(batch) // size
+            keep = every_keep[rank * local:(rank + 1) * local]
+            self.sampling.groups_seen += len(every_keep)
+            self.sampling.groups_dropped += every_keep.count(False)
             if any(keep):
                 kept_parts.append(_select_groups(output, keep, size))
                 kept += sum(keep)
-            if kept >= wanted or rounds >= self.max_refill_rounds:
+            # Generation and reward gathering are collective: every rank refills as many prompts as
+            # the rank shortest of groups needs, for the same number of rounds.
+            short = max_over_ranks(wanted - min(kept, wanted), self.accelerator.device)
+            if short == 0 or rounds >= self.max_refill_rounds:
                 break
             rounds += 1
             self.sampling.refill_rounds += 1
-            batch = self._refill_batch(wanted - kept)
+            batch = self._refill_batch(short)
         if kept < wanted:
             self.sampling.unfilled_steps += 1
         metrics = self._metrics["train"]
@@ -197,28 +246,47 @@ class SRLGRPOTrainer(GRPOTrainer):
     def _save_checkpoint(self, model, trial) -> None:
         name = f"{CHECKPOINT_PREFIX}{self.state.global_step}"
         staged = self.checkpoint_root / STAGING_DIR / name
-        shutil.rmtree(staged, ignore_errors=True)
+        node_leader = self.args.local_process_index == 0
+        if node_leader:
+            shutil.rmtree(staged, ignore_errors=True)
+        barrier()  # no rank writes into the staging directory before it is empty
         super()._save_checkpoint(model, trial)
-        state = {
-            "global_step": self.state.global_step,
-            "run_plan": self.run_plan,
-            "refill_cursor": self._refill_cursor,
-            "sampling": vars(self.sampling),
-            "saved_at": time.time(),
-        }
-        (staged / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        barrier()  # every rank has written its files (rng_state_<rank>.pth under torchrun)
+        if self.args.process_index == 0:
+            state = {
+                "global_step": self.state.global_step,
+                "run_plan": self.run_plan,
+                "refill_cursor": self._refill_cursor,
+                "sampling": vars(self.sampling),
+                "saved_at": time.time(),
+                # What a complete checkpoint holds across all nodes, for a check of the S3 copy.
+                "files": sorted({p.name for p in staged.iterdir()} | {STATE_FILE}
+                                | set(_rng_files(self.args.world_size))),
+            }
+            (staged / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
         final = self.checkpoint_root / name
-        if final.exists():  # a re-save of the same step (e.g. the end-of-run save after a resume)
-            shutil.rmtree(final)
-        os.replace(staged, final)
-        for old in complete_checkpoints(self.checkpoint_root)[: -self.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        if node_leader:
+            if final.exists():  # a re-save of the same step (e.g. the end-of-run save after a resume)
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            # The first node rotates complete checkpoints; the others hold only RNG files.
+            listed = complete_checkpoints if self.args.process_index == 0 else checkpoint_dirs
+            for old in listed(self.checkpoint_root)[: -self.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        barrier()
+        if self.args.process_index == 0 and self.on_checkpoint is not None:
+            self.on_checkpoint(final)
 
     def restore_extra_state(self, checkpoint: Path) -> None:
         """Restore what Hugging Face's checkpoint does not hold: refill position and filter counts."""
         state = json.loads((checkpoint / STATE_FILE).read_text())
         self._refill_cursor = state["refill_cursor"]
         self.sampling = SamplingStats(**state["sampling"])
+
+
+def _rng_files(world_size: int) -> list[str]:
+    """Hugging Face's RNG file names: one per rank when distributed."""
+    return [f"rng_state_{rank}.pth" for rank in range(world_size)] if world_size > 1 else ["rng_state.pth"]
 
 
 def _select_groups(output: dict, keep: list[bool], size: int) -> dict:

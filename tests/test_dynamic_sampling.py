@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -48,9 +49,12 @@ class _FakeTokenizer:
     pad_token_id = 0
 
 
-def _trainer(rewards_by_prompt: dict[str, list[float]], dataset: list[dict], max_refill_rounds=4):
+def _trainer(rewards_by_prompt: dict[str, list[float]], dataset: list[dict], max_refill_rounds=4,
+             rank=0, world=1):
     """An SRLGRPOTrainer whose generation step (TRL's) is replaced by scripted rewards."""
     trainer = SRLGRPOTrainer.__new__(SRLGRPOTrainer)
+    trainer.accelerator = SimpleNamespace(process_index=rank, num_processes=world, device="cpu")
+    trainer.other_ranks_rewards = []  # rewards TRL would gather from the ranks before this one
     trainer.num_generations = 4
     trainer.epsilon = 1e-4
     trainer.max_refill_rounds = max_refill_rounds
@@ -69,7 +73,7 @@ def _scripted_generation(self, inputs):
     """Mimics TRL's output: left-padded prompts, right-padded completions of per-call lengths."""
     prompts = [row["prompt"] for row in inputs]
     rewards = [r for p in prompts[:: self.num_generations] for r in self.rewards_by_prompt[p]]
-    self._last_rewards = torch.tensor(rewards)
+    self._last_rewards = torch.tensor(self.other_ranks_rewards + rewards)
     n = len(prompts)
     width = 2 + len(self._calls)  # each round has a different completion length
     self._calls.append(prompts[:: self.num_generations])
@@ -117,3 +121,22 @@ def test_gives_up_after_max_refill_rounds_and_counts_unfilled(monkeypatch):
     assert len(trainer._calls) == 3  # the batch + 2 refills
     assert trainer.sampling.unfilled_steps == 1
     assert torch.allclose(out["advantages"], torch.zeros(8), atol=1e-6)  # no signal: zero gradient
+
+
+def test_a_rank_keeps_its_own_groups_of_the_gathered_rewards(monkeypatch):
+    """Under torchrun TRL gathers every rank's rewards (rank 0's first) while the output is this
+    rank's: rank 1 must judge its own group, not rank 0's, and refill from its own turn of the order."""
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", _scripted_generation)
+    flat, varied = [0.2] * 4, [0.1, 0.9, 0.5, 0.3]
+    dataset = [{"prompt": "c"}, {"prompt": "d"}, {"prompt": "e"}, {"prompt": "f"}]
+    trainer = _trainer({"b": flat, "c": varied, "d": varied, "e": varied, "f": varied}, dataset,
+                       rank=1, world=2)
+    trainer.other_ranks_rewards = varied  # rank 0's group has signal
+    trainer._calls = []
+
+    out = trainer._generate_and_score_completions([{"prompt": "b"}] * 4)
+
+    # b (this rank's) is flat: refill, taking order index 1 (rank 1's turn), d, not c.
+    assert trainer._calls == [["b"], ["d"]]
+    assert [chr(int(row[0])) for row in out["completion_ids"][::4]] == ["d"]
+    assert trainer.sampling.groups_seen == 4 and trainer.sampling.groups_dropped == 1

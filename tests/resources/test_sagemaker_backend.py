@@ -119,6 +119,7 @@ class FakeContainer:
             with mock.patch.dict(os.environ, pipes_env), open_reporter() as report:
                 for row in rows:
                     report.metrics(row)
+                report.checkpoint(2, "checkpoint-2")
                 report.summary(summary)
         finally:
             PipesContext._instance = None
@@ -322,8 +323,14 @@ def test_each_tier_launches_its_tierspec_with_pipes_tags_and_channels(aws, insta
     script, distributed = driver_file("sm_train.sh"), json.loads(driver_file("distributed.json"))
     if tier == "bronze":
         assert "torchrun_driver.py" in script and "process_count_per_node" in distributed
+        assert params["Environment"]["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "110"
     else:
         assert "basic_script_driver.py" in script and distributed == {}
+        assert "TORCH_ELASTIC_SHUTDOWN_TIMEOUT" not in params["Environment"]
+    # The init that passes SageMaker's SIGTERM on runs the SDK's entrypoint (tests/test_container_init.py).
+    spec = params["AlgorithmSpecification"]
+    assert spec["ContainerEntrypoint"] == [*jobs.CONTAINER_INIT, "/bin/bash"]
+    assert spec["ContainerArguments"][0] == "-c" and "sm_drivers/sm_train.sh" in spec["ContainerArguments"][1]
     assert json.loads(driver_file("sourcecode.json"))["entry_script"] == jobs.ENTRY_SCRIPT
     assert "tar -xzf srl_code.tar.gz" in script
     bucket, code = jobs.split_s3_uri(channels["code"])
@@ -352,6 +359,7 @@ def test_each_tier_launches_its_tierspec_with_pipes_tags_and_channels(aws, insta
     assert (meta["global_step"], meta["metrics_rows"], meta["metrics_streamed"]) == (2, 2, 2)
     assert "step 2/2 reward=0.5" in meta["log_tail"]
     assert meta["sagemaker/checkpoint_verified"] is True
+    assert meta["sagemaker/checkpoints_reported"] == 1 and meta["sagemaker/checkpoints_not_in_s3"] == []
     assert meta["sagemaker/state"] == "completed"
     assert meta["sagemaker/last_checkpoint"] == f"s3://{aws.bucket}/runs/checkpoints/{job_name}/checkpoint-2"
 
@@ -451,31 +459,41 @@ def test_a_checkpoint_missing_from_s3_is_reported_not_hidden(aws, instance):
     assert result.success, failure(result)
     meta = materialized(result)
     assert meta["sagemaker/checkpoint_verified"] is False and meta["sagemaker/last_checkpoint"] is None
+    assert meta["sagemaker/checkpoints_reported"] == 1
+    assert meta["sagemaker/checkpoints_not_in_s3"] == ["checkpoint-2"]
     assert any(entry.level == logging.ERROR and "is not complete in S3" in entry.user_message
                for entry in instance.all_logs(result.run_id))
 
 
-def test_a_stalled_checkpoint_upload_is_warned_about_while_the_job_trains(aws, monkeypatch):
-    monkeypatch.setattr(_CheckpointWatch, "GRACE_SECONDS", 0.0)
+def test_each_reported_checkpoint_is_checked_in_s3_with_every_rank_s_files(aws, monkeypatch):
+    monkeypatch.setattr(_CheckpointWatch, "GRACE_SECONDS", 0.05)
     s3 = aws.session.client("s3")
     uri = f"s3://{aws.bucket}/runs/checkpoints/stalled"
-    s3.put_object(Bucket=aws.bucket, Key="runs/checkpoints/stalled/checkpoint-4/srl_state.json", Body=b"{}")
-    s3.put_object(Bucket=aws.bucket, Key="runs/checkpoints/stalled/checkpoint-8/adapter_model.safetensors",
-                  Body=b"w")  # an upload that stopped before the state file
+    files = ["adapter_model.safetensors", "rng_state_0.pth", "rng_state_1.pth", "srl_state.json"]
+    def put(step, name):
+        body = json.dumps({"files": files}).encode() if name == "srl_state.json" else b"w"
+        s3.put_object(Bucket=aws.bucket, Key=f"runs/checkpoints/stalled/checkpoint-{step}/{name}", Body=body)
+    for name in files:
+        put(4, name)
+    for name in files[:2] + files[3:]:  # node 1's upload of checkpoint-8 never came
+        put(8, name)
     said = []
     context = SimpleNamespace(log=SimpleNamespace(info=lambda m: said.append(("info", m)),
                                                   warning=lambda m: said.append(("warning", m))))
-    watch = _CheckpointWatch(s3, uri, interval_minutes=0.0005)  # stale after 0.06 s without one
-    watch.poll(context, training=True, reported_step=4)
+    watch = _CheckpointWatch(s3, uri)
+    watch.poll(context, [4])
+    watch.poll(context, [4, 8])  # within the grace period: no verdict yet
     time.sleep(0.1)
-    watch.poll(context, training=True, reported_step=9)
-    watch.poll(context, training=True, reported_step=10)  # warned once per stall
-    s3.put_object(Bucket=aws.bucket, Key="runs/checkpoints/stalled/checkpoint-8/srl_state.json", Body=b"{}")
-    watch.poll(context, training=True, reported_step=10)
+    watch.poll(context, [4, 8])
+    watch.poll(context, [4, 8])  # warned once per checkpoint
+    assert watch.unverified == [8]
+    put(8, "rng_state_1.pth")
+    watch.poll(context, [4, 8])
     assert [level for level, _ in said] == ["info", "warning", "info"]
     assert "checkpoint-4 already in S3" in said[0][1]
-    assert "at step 9 (newest in S3: 4)" in said[1][1]
+    assert "checkpoint-8, saved by the trainer" in said[1][1] and "newest there: checkpoint-4" in said[1][1]
     assert "checkpoint-8 reached S3" in said[2][1]
+    assert watch.unverified == []
 
 
 def test_under_torchrun_only_rank_0_opens_the_pipes_stream(monkeypatch):
@@ -485,3 +503,29 @@ def test_under_torchrun_only_rank_0_opens_the_pipes_stream(monkeypatch):
     monkeypatch.setenv("RANK", "3")
     with open_reporter() as report:
         assert type(report) is Reporter
+
+
+def test_throttled_aws_calls_are_retried_with_backoff(aws, instance, monkeypatch):
+    """Throttling answered by 'AWS' (a `before-send` hook: botocore's real retry handler runs) on
+    the first CreateTrainingJob and twice on DescribeTrainingJob: the launch still succeeds, once."""
+    from botocore.awsrequest import AWSResponse
+
+    throttles = {"CreateTrainingJob": 1, "DescribeTrainingJob": 2}
+    sent = []
+    body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+
+    def throttle(request, **kwargs):
+        operation = request.headers.get("X-Amz-Target", b"").decode().rsplit(".", 1)[-1]
+        sent.append(operation)
+        if throttles.get(operation, 0) > 0:
+            throttles[operation] -= 1
+            return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"},
+                               SimpleNamespace(stream=lambda **kw: iter([body]), read=lambda *a: body,
+                                               content=body))
+        return None
+
+    monkeypatch.setattr("botocore.retries.standard.ExponentialBackoff.delay_amount", lambda self, ctx: 0.01)
+    aws.session.events.register("before-send.sagemaker", throttle)
+    result = launch(aws, "gold", fingerprint(), instance)
+    assert result.success, failure(result)
+    assert sent.count("CreateTrainingJob") == 2 and throttles == {"CreateTrainingJob": 0, "DescribeTrainingJob": 0}
