@@ -15,12 +15,21 @@ from pathlib import Path
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import collection, data, evaluation, generation, training
+from assets import collection, data, distillation, evaluation, generation, promotion, training
 from resources.models import CollaborationModels
+from resources.registry import ModelRegistryResource
 from resources.storage import ArtifactStore
 from resources.sagemaker import SageMakerTrainingBackend
 from resources.training import LocalTrainingBackend
-from sensors.schedules import nightly_cascade, nightly_cascade_job, nightly_generation, trace_generation_job
+from sensors.schedules import (
+    distillation_job,
+    nightly_cascade,
+    nightly_cascade_job,
+    nightly_cascade_sensor,
+    nightly_generation,
+    serving_job,
+    trace_generation_job,
+)
 from sensors.serving_logs import serving_logs_sensor
 from sensors.spot import spot_interruption_sensor
 
@@ -39,14 +48,17 @@ def _training_backend():
 
 
 defs = Definitions(
-    assets=load_assets_from_modules([data, generation, collection, training, evaluation]),
+    assets=load_assets_from_modules([data, generation, collection, training, evaluation, distillation,
+                                     promotion]),
     asset_checks=load_asset_checks_from_modules([data, training, evaluation]),
-    jobs=[nightly_cascade_job, trace_generation_job],
+    jobs=[nightly_cascade_job, distillation_job, serving_job, trace_generation_job],
     schedules=[nightly_cascade, nightly_generation],
-    sensors=[serving_logs_sensor, spot_interruption_sensor],
+    sensors=[serving_logs_sensor, spot_interruption_sensor, nightly_cascade_sensor],
     resources={
         "store": ArtifactStore(root=os.environ.get("SRL_ARTIFACT_ROOT", str(STATE / "artifacts"))),
         "training_backend": _training_backend(),
+        # SRL_REGISTRY=sagemaker: SageMaker Model Registry (model package groups srl-<tier>).
+        "registry": ModelRegistryResource(backend=os.environ.get("SRL_REGISTRY", "local")),
         "models": CollaborationModels(**{role: os.environ[f"SRL_{role.upper()}"]
                                          for role in ("proposer", "solver", "judge")
                                          if os.environ.get(f"SRL_{role.upper()}")}),

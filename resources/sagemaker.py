@@ -216,12 +216,15 @@ class SageMakerTrainingBackend(TrainingBackend):
         inputs = f"inputs/{request.job_name}"
         store.put_file(f"{inputs}/{jobs.TRAIN_CHANNEL}/data{request.data_file.suffix}", request.data_file)
         channels = {jobs.TRAIN_CHANNEL: store.uri(f"{inputs}/{jobs.TRAIN_CHANNEL}") + "/"}
-        if request.init_from is not None:
-            for path in sorted(request.init_from.rglob("*")):
+        # The teacher adapter of a distillation arrives as SM_CHANNEL_TEACHER, the trainer's default.
+        for channel, directory in ((jobs.INIT_FROM_CHANNEL, request.init_from),
+                                   (jobs.TEACHER_CHANNEL, request.teacher)):
+            if directory is None:
+                continue
+            for path in sorted(directory.rglob("*")):
                 if path.is_file():
-                    store.put_file(f"{inputs}/{jobs.INIT_FROM_CHANNEL}/{path.relative_to(request.init_from).as_posix()}",
-                                   path)
-            channels[jobs.INIT_FROM_CHANNEL] = store.uri(f"{inputs}/{jobs.INIT_FROM_CHANNEL}") + "/"
+                    store.put_file(f"{inputs}/{channel}/{path.relative_to(directory).as_posix()}", path)
+            channels[channel] = store.uri(f"{inputs}/{channel}") + "/"
         if request.tier in self.base_model_uris:
             channels[jobs.BASE_MODEL_CHANNEL] = self.base_model_uris[request.tier].rstrip("/") + "/"
         tags = {

@@ -65,6 +65,8 @@ class TrainingRequest:
     """Local JSONL/Parquet file: SRL step instances (srl) or RLVR problems / traces (rlvr)."""
     init_from: Path | None = None
     """Local adapter directory to continue from (RLVR continues the SRL adapter)."""
+    teacher: Path | None = None
+    """Local adapter directory of the teacher (stage `distill`)."""
     args: tuple[str, ...] = ()
     """Extra `srl_platform.train` flags (`--max-steps 2`, `--base-model DIR`, ...)."""
 
@@ -165,6 +167,8 @@ class LocalTrainingBackend(TrainingBackend):
                    "--checkpoint-dir", str(checkpoints)]
         if request.init_from is not None:
             command += ["--init-from", str(_stage_dir(request.init_from, inputs / "init_from"))]
+        if request.teacher is not None:
+            command += ["--teacher", str(_stage_dir(request.teacher, inputs / "teacher"))]
         command += list(request.args)
 
         context.log.info(f"training job {request.job_name} in {job}: {' '.join(command[1:])}")

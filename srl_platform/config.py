@@ -1,4 +1,5 @@
-"""Method configuration: one dataclass per training stage (SRL, RLVR), documented, with sane defaults.
+"""Method configuration: one dataclass per training stage (SRL, RLVR, distillation), documented, with
+sane defaults.
 
 Infrastructure (instance types, spot, budgets) lives in `srl_platform.tiers.TierSpec`; these
 dataclasses say *what* is optimised and how rollouts are scored and filtered.
@@ -11,7 +12,8 @@ from typing import Literal
 
 from srl_platform.rewards import FormatPolicy
 
-Stage = Literal["srl", "rlvr"]
+Stage = Literal["srl", "rlvr", "distill"]
+DistillMethod = Literal["auto", "on_policy", "sequence"]
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,38 @@ class RLVRConfig(GRPOSettings):
     """Tokens per rollout: a whole solution must fit before the answer is checked."""
 
 
-def stage_config(stage: Stage, **overrides) -> SRLConfig | RLVRConfig:
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation of a student tier from its teacher tier (silver from bronze, gold from
+    silver) into a fresh LoRA adapter on the student's base model."""
+
+    method: DistillMethod = "auto"
+    """`on_policy`: TRL's `DistillationTrainer` (the student samples, the teacher's next-token
+    distribution is matched under a generalized JSD); needs one vocabulary. `sequence`: SFT on the
+    teacher's verified traces (works across tokenizers). `auto` picks `on_policy` when teacher and
+    student tokenizers are the same and `sequence` otherwise; the choice is recorded."""
+    beta: float = 0.5
+    """Generalized JSD interpolation (on-policy): 0 forward KL, 1 reverse KL, 0.5 the JSD."""
+    temperature: float = 1.0
+    """Sampling temperature of the student's rollouts and of the divergence."""
+    max_completion_length: int = 64
+    """Tokens the student generates per prompt (on-policy)."""
+    learning_rate: float = 1e-4
+    lr_scheduler_type: str = "linear"
+    """Planned over the whole run's `max_steps`, as in the GRPO stages; a resume continues it."""
+    warmup_steps: int = 0
+    verified_only: bool = True
+    """Sequence-level: train only on teacher traces whose final answer verified (a wrong teacher
+    answer is not worth imitating). With none verified the run fails and says so."""
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def stage_config(stage: Stage, **overrides) -> SRLConfig | RLVRConfig | DistillConfig:
     """The stage's config with the given non-None overrides applied (unknown names are an error)."""
-    cls = SRLConfig if stage == "srl" else RLVRConfig
+    cls = {"srl": SRLConfig, "rlvr": RLVRConfig, "distill": DistillConfig}[stage]
     known = {f.name for f in fields(cls)}
     unknown = sorted(k for k, v in overrides.items() if v is not None and k not in known)
     if unknown:
@@ -81,4 +112,4 @@ def stage_config(stage: Stage, **overrides) -> SRLConfig | RLVRConfig:
     return cls(**{k: v for k, v in overrides.items() if v is not None})
 
 
-__all__ = ["GRPOSettings", "SRLConfig", "RLVRConfig", "Stage", "stage_config"]
+__all__ = ["DistillConfig", "GRPOSettings", "SRLConfig", "RLVRConfig", "Stage", "stage_config"]

@@ -84,8 +84,10 @@ def evaluate(base_model: str, traces: list[dict], adapter: str | None = None,
     policy = settings.format_policy
 
     solve_prompts = [prompts.render(tokenizer, prompts.solve_messages(t["question"])) for t in problems]
+    solve_started = time.perf_counter()
     solves = generate(tokenizer, model, solve_prompts, settings.solve_max_new_tokens,
                       settings.batch_size)
+    solve_seconds = time.perf_counter() - solve_started
     correct = [outcome_reward(text, t["answer"]) for (text, _), t in zip(solves, problems)]
 
     step_prompts = [prompts.render(tokenizer, prompts.srl_messages(i, policy), policy)
@@ -124,6 +126,9 @@ def evaluate(base_model: str, traces: list[dict], adapter: str | None = None,
         "format_violations": violations,
         "mean_solve_tokens": mean([n for _, n in solves]),
         "mean_step_tokens": mean([n for _, n in steps]),
+        # Generated tokens per second of the solve pass at `batch_size`: the serving-cost figure
+        # tiers are compared by (same batch, same dtype, same machine).
+        "solve_tokens_per_second": sum(n for _, n in solves) / solve_seconds if solve_seconds else float("nan"),
         "wall_seconds": round(time.time() - started, 2),
         # Per problem, so a weakness profile can say which kinds of problem were missed.
         "results": [{"id": t["id"], "correct": bool(ok)} for t, ok in zip(problems, correct)],

@@ -24,6 +24,7 @@ S3 layout under the backend's `s3_prefix` (`s3://bucket/prefix`):
 
     inputs/<job_name>/train/<data file>    the `train` channel (SM_CHANNEL_TRAIN)
     inputs/<job_name>/init_from/...        the `init_from` channel: the adapter RLVR continues
+    inputs/<job_name>/teacher/...          the `teacher` channel: a distillation's teacher adapter
     checkpoints/<job_name>/checkpoint-N/   CheckpointConfig.S3Uri (SageMaker syncs /opt/ml/checkpoints)
     output/<attempt>/output/model.tar.gz   SM_MODEL_DIR: the adapter
     output/<attempt>/output/output.tar.gz  SM_OUTPUT_DATA_DIR: metrics.jsonl, training_summary.json
@@ -56,6 +57,7 @@ CONTAINER_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 CONTAINER_CHANNEL_ROOT = "/opt/ml/input/data"
 TRAIN_CHANNEL = "train"
 INIT_FROM_CHANNEL = "init_from"
+TEACHER_CHANNEL = "teacher"
 BASE_MODEL_CHANNEL = "base_model"  # the trainer reads SM_CHANNEL_BASE_MODEL when --base-model is unset
 ENTRY_SCRIPT = "srl_train_entry.py"
 ENTRY_SCRIPT_TEXT = '''"""SageMaker entry script: `python -m srl_platform.train`, the hyperparameters as its flags.

@@ -60,6 +60,11 @@ class TierSpec:
     """Embedded-default budget of the SRL stage."""
     rlvr_budget: Budget = field(default_factory=lambda: Budget(max_steps=4, prompts_per_step=1))
     """Embedded-default budget of the RLVR stage."""
+    distill_budget: Budget = field(default_factory=lambda: Budget(max_steps=4, prompts_per_step=2))
+    """Embedded-default budget of distilling this tier from its teacher (silver and gold)."""
+    min_quality_ratio: float = 0.9
+    """Quality gate: the distilled student must keep at least this fraction of its teacher's
+    quality on held-out problems to be approved (`retains_teacher_quality`)."""
 
     def __post_init__(self) -> None:
         if self.max_wait_seconds < self.max_run_seconds:
@@ -102,6 +107,7 @@ TIERS: dict[TierName, TierSpec] = {
         lora=LoRASpec(r=16, alpha=32),
         srl_budget=Budget(max_steps=8, prompts_per_step=1),
         rlvr_budget=Budget(max_steps=4, prompts_per_step=1),
+        distill_budget=Budget(max_steps=6, prompts_per_step=2),
     ),
     "gold": TierSpec(
         name="gold",
@@ -116,8 +122,22 @@ TIERS: dict[TierName, TierSpec] = {
         lora=LoRASpec(r=8, alpha=16),
         srl_budget=Budget(max_steps=6, prompts_per_step=1),
         rlvr_budget=Budget(max_steps=3, prompts_per_step=1),
+        distill_budget=Budget(max_steps=4, prompts_per_step=2),
     ),
 }
+
+TEACHER_OF: dict[TierName, TierName] = {"silver": "bronze", "gold": "silver"}
+"""The cascade: each student tier is distilled from the next larger tier."""
+STUDENT_TIERS: tuple[TierName, ...] = tuple(TEACHER_OF)
+TEACHER_TIERS: tuple[TierName, ...] = tuple(TEACHER_OF.values())
+
+
+def teacher_of(tier: str) -> TierName:
+    try:
+        return TEACHER_OF[tier]  # type: ignore[index]
+    except KeyError:
+        raise ValueError(f"tier {tier!r} has no teacher: only {', '.join(STUDENT_TIERS)} are distilled "
+                         f"(bronze is trained with SRL→RLVR)") from None
 
 
 def get_tier(name: str) -> TierSpec:

@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from srl_platform.config import Stage, stage_config
+from srl_platform.errors import InputError
 from srl_platform.reporting import open_reporter
 from srl_platform.tiers import TIER_NAMES, get_tier
 
@@ -31,8 +32,6 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpointed on SIGTERM; rerun the same comm
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 
 
-class InputError(ValueError):
-    """Bad command-line or data input; the message names the record, field and value."""
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -40,8 +39,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         prog="python -m srl_platform.train",
         description="Train a LoRA adapter with SRL (step reward) or RLVR (verifiable outcome reward).",
     )
-    parser.add_argument("--stage", choices=["srl", "rlvr"], required=True,
-                        help="srl: step-wise reward on expert steps; rlvr: final-answer reward")
+    parser.add_argument("--stage", choices=["srl", "rlvr", "distill"], required=True,
+                        help="srl: step-wise reward on expert steps; rlvr: final-answer reward; "
+                             "distill: imitate the teacher tier (data: its teacher traces)")
     parser.add_argument("--tier", choices=TIER_NAMES, default="gold",
                         help="tier whose TierSpec sets LoRA size, budget and checkpoint interval")
     parser.add_argument("--base-model", default=None,
@@ -66,7 +66,19 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="adapter directory to continue from (SRL→RLVR: the SRL output)")
     parser.add_argument("--checkpoint-interval-minutes", type=float, default=None,
                         help="wall-clock minutes between checkpoints (default: the tier's, 30)")
-    group = parser.add_argument_group("method (defaults: SRLConfig / RLVRConfig)")
+    distill = parser.add_argument_group("distillation (--stage distill; defaults: DistillConfig)")
+    distill.add_argument("--teacher", default=os.environ.get("SM_CHANNEL_TEACHER"),
+                         help="the teacher's adapter directory (default $SM_CHANNEL_TEACHER; none: "
+                              "the teacher base model alone)")
+    distill.add_argument("--teacher-base-model", default=None,
+                         help="the teacher's base model (default $SM_CHANNEL_TEACHER_BASE_MODEL, else "
+                              "the teacher tier's)")
+    distill.add_argument("--method", choices=["auto", "on_policy", "sequence"], default=None,
+                         help="auto: on-policy when teacher and student share a tokenizer, else "
+                              "sequence-level (SFT on verified teacher traces)")
+    distill.add_argument("--beta", type=float, default=None,
+                         help="generalized JSD interpolation: 0 forward KL, 0.5 JSD, 1 reverse KL")
+    group = parser.add_argument_group("method (defaults: SRLConfig / RLVRConfig / DistillConfig)")
     group.add_argument("--num-generations", type=int, default=None)
     group.add_argument("--max-completion-length", type=int, default=None)
     group.add_argument("--learning-rate", type=float, default=None)
@@ -98,17 +110,28 @@ def run(args: argparse.Namespace) -> int:
     stop.install()  # as early as possible: a spot reclaim can come during model loading
     stage: Stage = args.stage
     tier = get_tier(args.tier)
-    method_fields = ("num_generations", "max_completion_length", "learning_rate", "lr_scheduler_type",
-                     "temperature", "epsilon", "max_refill_rounds", "seed")
-    overrides = {name: getattr(args, name) for name in method_fields}
-    if stage == "srl":
-        overrides["format_policy"] = args.format_policy
-    elif args.format_policy is not None:
-        raise InputError("--format-policy applies to --stage srl only")
-    config = stage_config(stage, **overrides)
-    budget = tier.srl_budget if stage == "srl" else tier.rlvr_budget
-    max_steps = args.max_steps or budget.max_steps
+    if stage == "distill":
+        method_fields = ("max_completion_length", "learning_rate", "lr_scheduler_type", "temperature",
+                         "seed", "method", "beta")
+        others = ("num_generations", "epsilon", "max_refill_rounds", "format_policy", "init_from")
+    else:
+        method_fields = ("num_generations", "max_completion_length", "learning_rate",
+                         "lr_scheduler_type", "temperature", "epsilon", "max_refill_rounds", "seed")
+        others = ("teacher", "teacher_base_model", "method", "beta")
+        if stage == "srl":
+            method_fields += ("format_policy",)
+        else:
+            others += ("format_policy",)
+    given = [f"--{name.replace('_', '-')}" for name in others if getattr(args, name) is not None
+             and not (name == "teacher" and args.teacher == os.environ.get("SM_CHANNEL_TEACHER"))]
+    if given:
+        raise InputError(f"{', '.join(given)} do(es) not apply to --stage {stage}")
+    config = stage_config(stage, **{name: getattr(args, name) for name in method_fields})
+    budget = {"srl": tier.srl_budget, "rlvr": tier.rlvr_budget, "distill": tier.distill_budget}[stage]
+    max_steps = budget.max_steps if args.max_steps is None else args.max_steps
     prompts_per_step = args.prompts_per_step or budget.prompts_per_step
+    if max_steps < (0 if stage == "distill" else 1):
+        raise InputError(f"--max-steps {max_steps}: expected >= 1 (distill: >= 0, the untrained student)")
     if not args.data:
         raise InputError("no training data: pass --data or set SM_CHANNEL_TRAIN")
     if not args.output_dir:
@@ -129,9 +152,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
 
     data_path = _data_file(Path(args.data))
+    data_sha256 = hashlib.sha256(data_path.read_bytes()).hexdigest()
+    if stage == "distill":
+        return _distill(args, tier, config, base_dir, data_path, data_sha256, max_steps,
+                        prompts_per_step, output_dir, checkpoint_dir, metrics_dir, interval, stop)
     records = _load_training_records(stage, data_path, args.split, config,
                                      metrics_dir / "train.quarantine.jsonl")
-    data_sha256 = hashlib.sha256(data_path.read_bytes()).hexdigest()
     plan = {
         "stage": stage,
         "tier": tier.name,
@@ -146,6 +172,43 @@ def run(args: argparse.Namespace) -> int:
     with open_reporter() as report:
         return _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_dir,
                       metrics_dir, interval, stop, report, args.init_from)
+
+
+def _distill(args, tier, config, base_dir, data_path, data_sha256, max_steps, prompts_per_step,
+             output_dir, checkpoint_dir, metrics_dir, interval, stop) -> int:
+    from srl_platform import distill
+    from srl_platform.models import ModelNotFoundError, resolve_base_model
+    from srl_platform.tiers import teacher_of
+    from srl_platform.traces import read_records
+
+    try:
+        teacher_tier = teacher_of(tier.name)
+        teacher_base = resolve_base_model(args.teacher_base_model
+                                          or os.environ.get("SM_CHANNEL_TEACHER_BASE_MODEL")
+                                          or get_tier(teacher_tier).base_model)
+        rows = read_records(data_path)
+    except (ModelNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    if not rows:
+        raise InputError(f"{data_path}: no teacher traces")
+    plan = {
+        "stage": "distill",
+        "tier": tier.name,
+        "teacher_tier": teacher_tier,
+        "base_model": str(base_dir),
+        "teacher_base_model": str(teacher_base),
+        "teacher": args.teacher,
+        "data_sha256": data_sha256,
+        "max_steps": max_steps,
+        "prompts_per_step": prompts_per_step,
+        "config": config.as_dict(),
+    }
+    with open_reporter() as report:
+        return distill.train_distill(tier=tier, config=config, plan=plan, rows=rows, base_dir=base_dir,
+                                     teacher_base_dir=teacher_base, teacher_adapter=args.teacher,
+                                     output_dir=output_dir, checkpoint_dir=checkpoint_dir,
+                                     metrics_dir=metrics_dir, interval=interval, stop=stop,
+                                     report=report, data_path=data_path)
 
 
 def _data_file(path: Path) -> Path:
@@ -195,7 +258,7 @@ def _load_training_records(stage: Stage, path: Path, split: str, config,
         quarantined += rejected
         print(f"decomposed {stats.trajectories} trajectories into {stats.instances} step instances "
               f"({stats.quarantined} quarantined)", flush=True)
-    if quarantined and os.environ.get("RANK", "0") == "0":  # torchrun: every rank reads the same rows
+    if quarantined and first_rank():  # torchrun: every rank reads the same rows
         write_jsonl(quarantined, quarantine_path)
         print(f"{len(quarantined)} rejected rows with reasons in {quarantine_path}", flush=True)
     if not records:
@@ -215,14 +278,13 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerState
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
     from trl import GRPOConfig
 
     from srl_platform import prompts
     from srl_platform.rewards import make_outcome_reward_func, make_srl_reward_func
     from srl_platform.trainer import (
-        STAGING_DIR, CheckpointPolicy, MetricsRecorder, SRLGRPOTrainer, checkpoint_step,
-        latest_checkpoint)
+        STAGING_DIR, CheckpointPolicy, MetricsRecorder, SRLGRPOTrainer)
 
     started = time.time()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -238,21 +300,8 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
         reward_funcs = [make_outcome_reward_func()]
     dataset = Dataset.from_list(rows)
 
-    resume = latest_checkpoint(checkpoint_dir)
-    if resume is not None:
-        saved_plan = json.loads((resume / "srl_state.json").read_text())["run_plan"]
-        changed = {k: (saved_plan.get(k), v) for k, v in plan.items() if saved_plan.get(k) != v}
-        if changed:
-            details = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in changed.items())
-            raise InputError(
-                f"checkpoint {resume} was planned differently ({details}). A resume must continue "
-                "the same plan (its LR schedule spans the planned max_steps); rerun with the "
-                "original settings or use a new --checkpoint-dir")
-
-    # A checkpoint at max_steps is a finished run: Hugging Face's Trainer, resumed there, would
-    # still train one more step (at lr 0) before it checks the step count, so it is not resumed:
-    # its adapter and state are loaded and saved again as they are.
-    finished = resume is not None and checkpoint_step(resume) >= plan["max_steps"]
+    metrics_path = metrics_dir / "metrics.jsonl"
+    resume, finished = prepare_resume(checkpoint_dir, plan, metrics_path)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     peft_config = None
     if finished:
@@ -288,13 +337,6 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
         # Recomputing activations saves GPU memory; on CPU with a small model it only costs time.
         gradient_checkpointing=on_gpu,
     )
-    metrics_path = metrics_dir / "metrics.jsonl"
-    # Under torchrun only global rank 0 keeps the record (metrics, adapter, summary, Pipes).
-    first_rank = os.environ.get("RANK", "0") == "0"
-    if first_rank and resume is None:
-        metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve; a resume appends
-    elif first_rank:
-        _drop_rows_after(metrics_path, checkpoint_step(resume))
     trainer = SRLGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -313,37 +355,88 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     trainer.remove_callback(PrinterCallback)  # replaced by the one-line progress printer
     if resume is not None:
         trainer.restore_extra_state(resume)
-        print(f"resuming from {resume} (step {checkpoint_step(resume)} of {plan['max_steps']})",
-              flush=True)
-    if finished:
-        trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
-        print(f"{resume} already reached max_steps={plan['max_steps']}: nothing to train",
-              flush=True)
-    else:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    resume_or_train(trainer, resume, finished, plan)
 
     if stop.requested and trainer.state.global_step < plan["max_steps"]:
         print(f"SIGTERM: checkpoint saved at step {trainer.state.global_step}; exiting with "
               f"{EXIT_PREEMPTED} so the launcher resumes", flush=True)
         report.log(f"preempted at step {trainer.state.global_step}")
         return EXIT_PREEMPTED
-    if not first_rank:
+    if not trainer.is_world_process_zero():  # under torchrun rank 0 alone keeps the record
         return 0
 
+    summary = _summary(plan, trainer, metrics_path, resume, time.time() - started, tier)
+    save_outcome(trainer, tokenizer, summary, output_dir, metrics_dir, report)
+    print(f"adapter saved to {output_dir} ({summary['global_step']} steps, "
+          f"mean reward first/last {summary['reward_first']:.3f}/{summary['reward_last']:.3f}, "
+          f"dynamic-sampling drop rate {summary['drop_rate']:.2f})", flush=True)
+    return 0
+
+
+def prepare_resume(checkpoint_dir: Path, plan: dict, metrics_path: Path) -> tuple[Path | None, bool]:
+    """(newest complete checkpoint or None, whether it already reached max_steps). A checkpoint of a
+    different plan is refused with the differences named. The metrics file starts afresh, or keeps
+    the rows up to the checkpoint's step (global rank 0 keeps it; torchrun's other ranks leave it)."""
+    from srl_platform.checkpoints import STATE_FILE, latest_checkpoint
+
+    resume = latest_checkpoint(checkpoint_dir)
+    if resume is not None:
+        saved_plan = json.loads((resume / STATE_FILE).read_text())["run_plan"]
+        changed = {k: (saved_plan.get(k), v) for k, v in plan.items() if saved_plan.get(k) != v}
+        if changed:
+            details = "; ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in changed.items())
+            raise InputError(
+                f"checkpoint {resume} was planned differently ({details}). A resume must continue "
+                "the same plan (its LR schedule spans the planned max_steps); rerun with the "
+                "original settings or use a new --checkpoint-dir")
+    if first_rank():
+        if resume is None:
+            metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve; a resume appends
+        else:
+            _drop_rows_after(metrics_path, _step(resume))
+    # A checkpoint at max_steps is a finished run: Hugging Face's Trainer, resumed there, would
+    # still train one more step (at lr 0) before it checks the step count, so it is not resumed:
+    # its adapter and state are loaded and saved again as they are.
+    return resume, resume is not None and _step(resume) >= plan["max_steps"]
+
+
+def resume_or_train(trainer, resume: Path | None, finished: bool, plan: dict) -> None:
+    """Train from scratch or from `resume`; for a finished checkpoint, only load its state."""
+    from transformers import TrainerState
+
+    if resume is not None:
+        print(f"resuming from {resume} (step {_step(resume)} of {plan['max_steps']})", flush=True)
+    if finished:
+        trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+        print(f"{resume} already reached max_steps={plan['max_steps']}: nothing to train", flush=True)
+    elif plan["max_steps"] == 0:  # Hugging Face reads max_steps=0 as "train by epochs"
+        print("max_steps=0: the untrained adapter is saved as it is (a baseline)", flush=True)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+
+def save_outcome(trainer, tokenizer, summary: dict, output_dir: Path, metrics_dir: Path, report) -> None:
+    """The finished adapter (safetensors), its tokenizer and `training_summary.json`."""
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(output_dir)  # adapter_model.safetensors + adapter_config.json
     tokenizer.save_pretrained(output_dir)
-    summary = _summary(plan, trainer, metrics_path, resume, time.time() - started, tier)
     summary_json = json.dumps(summary, indent=2) + "\n"
     (output_dir / "training_summary.json").write_text(summary_json)
     if metrics_dir != output_dir:
         metrics_dir.mkdir(parents=True, exist_ok=True)
         (metrics_dir / "training_summary.json").write_text(summary_json)
     report.summary(summary)
-    print(f"adapter saved to {output_dir} ({summary['global_step']} steps, "
-          f"mean reward first/last {summary['reward_first']:.3f}/{summary['reward_last']:.3f}, "
-          f"dynamic-sampling drop rate {summary['drop_rate']:.2f})", flush=True)
-    return 0
+
+
+def first_rank() -> bool:
+    """Global rank 0 (or not under torchrun): the one process that keeps the record."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _step(checkpoint: Path) -> int:
+    from srl_platform.checkpoints import checkpoint_step
+
+    return checkpoint_step(checkpoint)
 
 
 def _report_checkpoint(path: Path, report) -> None:
