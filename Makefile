@@ -12,11 +12,21 @@ TODAY := $(shell date -u +%F)
 
 export DAGSTER_HOME := $(CURDIR)/.state/dagster
 
-# One night on the embedded default, through Dagster: today's generated traces (SmolLM2 proposing,
-# solving, verifying), then the rest of the graph for the gold tier.
+# One night on the embedded default, through Dagster, stage by stage as nightly_cascade_sensor runs
+# it: today's generated traces (SmolLM2 proposing, solving, verifying); datasets and the bronze
+# SRL→RLVR adapter; silver distilled from bronze, gold from silver (each: teacher traces, adapter,
+# quality report, registry decision); the serving manifest. A tier that fails its quality gate
+# fails its step (the blocking check) and the cascade goes on: the manifest records the fallback.
+CASCADE := $(BIN)/dagster asset materialize -f definitions.py
+TRAINING := not key:generated_traces and not group:distillation and not group:promotion
+DISTILLATION := group:distillation or key:quality_report or key:registered_model
 demo: model $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster asset materialize -f definitions.py --select generated_traces --partition $(TODAY)
-	$(BIN)/dagster asset materialize -f definitions.py --select 'not key:generated_traces' --partition gold
+	$(CASCADE) --select generated_traces --partition $(TODAY)
+	$(CASCADE) --select '$(TRAINING)' --partition bronze
+	$(CASCADE) --select '$(DISTILLATION)' --partition silver || echo "silver did not pass: see the manifest"
+	$(CASCADE) --select '$(DISTILLATION)' --partition gold || echo "gold did not pass: see the manifest"
+	$(CASCADE) --select serving_manifest
+	@cat .state/artifacts/serving/manifest.json
 	@echo "Materialized into $(DAGSTER_HOME); artefacts under .state/artifacts. See them with: make dev"
 
 test: model browser
