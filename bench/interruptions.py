@@ -136,7 +136,6 @@ def kill_after_first_step(work_root: Path, seconds: float, killed: dict) -> None
 def measure(minutes: float, args, model_dir: Path, scratch: Path) -> dict:
     from dagster import DagsterInstance, Definitions, build_sensor_context, materialize
 
-    from assets.distillation import distilled_adapter
     from assets.training import rlvr_checkpoint, srl_checkpoint
     from resources.storage import ArtifactStore
     from resources.training import LocalTrainingBackend
@@ -186,7 +185,7 @@ def measure(minutes: float, args, model_dir: Path, scratch: Path) -> dict:
         (event,) = status.events
         saved = event.checkpoint_step or 0
 
-        defs = Definitions(assets=[srl_checkpoint, rlvr_checkpoint, distilled_adapter], sensors=[spot_interruption_sensor],
+        defs = Definitions(assets=[srl_checkpoint, rlvr_checkpoint], sensors=[spot_interruption_sensor],
                            resources=resources)
         with build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
             (request,) = spot_interruption_sensor.evaluate_tick(context).run_requests

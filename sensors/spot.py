@@ -43,12 +43,11 @@ from dagster import (
     sensor,
 )
 
-from assets.distillation import distilled_adapter
 from assets.training import rlvr_checkpoint, srl_checkpoint
 from resources.training import TrainingBackend
 from srl_platform.jobs import INTERRUPTED, JobEvent, JobRef, JobStatus
 
-RESUMABLE_ASSETS = (srl_checkpoint.key, rlvr_checkpoint.key, distilled_adapter.key)
+RESUMABLE_ASSETS = (srl_checkpoint.key, rlvr_checkpoint.key)
 ENDED = frozenset({"stopped", "failed"})
 RESUME_OF_TAG = "srl/resume_of"
 WILL_RETRY_TAG = "dagster/will_retry"  # set on a failed run that Dagster's run retries will re-run
@@ -60,7 +59,7 @@ _CHECKPOINT_STEP = re.compile(r"checkpoint-(\d+)/?$")
     minimum_interval_seconds=30,
     target=AssetSelection.assets(*RESUMABLE_ASSETS),
     default_status=DefaultSensorStatus.STOPPED,
-    description="Watches the training jobs that srl_checkpoint, rlvr_checkpoint and distilled_adapter launched (local "
+    description="Watches the training jobs that srl_checkpoint and rlvr_checkpoint launched (local "
                 "subprocess or SageMaker): records each spot interruption, killed trainer or "
                 "max-wait stop as an observation on the tier's checkpoint asset (lost steps and "
                 "seconds, spot saving), and requests one run per interruption that resumes an "

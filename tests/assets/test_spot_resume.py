@@ -17,7 +17,6 @@ from dagster import DagsterInstance, Definitions, build_sensor_context, material
 from assets.training import rlvr_checkpoint, srl_checkpoint
 from resources.storage import ArtifactStore
 from resources.training import LocalTrainingBackend
-from assets.distillation import distilled_adapter
 from sensors.spot import spot_interruption_sensor
 from srl_platform.checkpoints import checkpoint_step, latest_checkpoint
 from srl_platform.jobs import JOB_FILE, local_job_status
@@ -32,7 +31,7 @@ def test_a_killed_trainer_is_resumed_by_the_sensor_without_redoing_checkpointed_
     seeded_store(store_root)
     resources = {"store": ArtifactStore(root=str(store_root)),
                  "training_backend": LocalTrainingBackend(work_root=str(work_root))}
-    defs = Definitions(assets=[srl_checkpoint, rlvr_checkpoint, distilled_adapter], sensors=[spot_interruption_sensor],
+    defs = Definitions(assets=[srl_checkpoint, rlvr_checkpoint], sensors=[spot_interruption_sensor],
                        resources=resources)
     # About every other step is checkpointed, so the kill usually lands between checkpoints.
     config = {**tiny_training, "max_steps": MAX_STEPS, "checkpoint_interval_minutes": 0.01}

@@ -22,7 +22,6 @@ from dagster import (
 from assets.training import rlvr_checkpoint, srl_checkpoint
 from resources.storage import ArtifactStore
 from resources.training import LocalTrainingBackend, TrainingBackend
-from assets.distillation import distilled_adapter
 from sensors.spot import RESUME_OF_TAG, WILL_RETRY_TAG, spot_interruption_sensor
 from srl_platform.checkpoints import STATE_FILE
 from srl_platform.jobs import (
@@ -74,7 +73,7 @@ def instance(tmp_path_factory):
 
 
 # The sensor's run requests resolve against the asset graph, as the daemon resolves them.
-DEFS = Definitions(assets=[srl_checkpoint, rlvr_checkpoint, distilled_adapter], sensors=[spot_interruption_sensor],
+DEFS = Definitions(assets=[srl_checkpoint, rlvr_checkpoint], sensors=[spot_interruption_sensor],
                    resources={"store": ArtifactStore(root="unused"), "training_backend": LocalTrainingBackend()})
 
 
