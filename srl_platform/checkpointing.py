@@ -131,11 +131,12 @@ def _is_number(value) -> bool:
 
 class AtomicCheckpoints:
     """Mixin for a Hugging Face `Trainer` subclass: checkpoints under `checkpoint_root`, saved
-    atomically and rank-aware. The subclass sets `checkpoint_root`, `run_plan`, `keep_checkpoints`
-    and `on_checkpoint` (see `init_checkpoints`) and may add to `extra_checkpoint_state`."""
+    atomically and rank-aware. Takes its own keyword arguments and passes the rest to the trainer;
+    a subclass may add to `extra_checkpoint_state`."""
 
-    def init_checkpoints(self, checkpoint_root: Path, run_plan: dict, keep_checkpoints: int = 2,
-                         on_checkpoint=None) -> None:
+    def __init__(self, *args, checkpoint_root: Path, run_plan: dict, keep_checkpoints: int = 2,
+                 on_checkpoint=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.checkpoint_root = Path(checkpoint_root)
         self.run_plan = run_plan
         self.keep_checkpoints = keep_checkpoints

@@ -101,8 +101,8 @@ def train_distill(*, tier, config: DistillConfig, plan: dict, rows: list[dict], 
 
     from srl_platform.checkpointing import CheckpointPolicy, MetricsRecorder
     from srl_platform.evaluate import load_policy_model
-    from srl_platform.train import (EXIT_PREEMPTED, _progress_printer, _report_checkpoint, first_rank,
-                                    prepare_resume, resume_or_train, save_outcome)
+    from srl_platform.train import (_progress_printer, _report_checkpoint, first_rank, prepare_resume,
+                                    resume_or_train, save_outcome)
 
     OnPolicyDistillationTrainer, SequenceDistillationTrainer = _trainer_classes()
 
@@ -165,15 +165,9 @@ def train_distill(*, tier, config: DistillConfig, plan: dict, rows: list[dict], 
                                               processing_class=tokenizer, peft_config=peft_config,
                                               callbacks=callbacks, **checkpoints)
     trainer.remove_callback(PrinterCallback)
-    resume_or_train(trainer, resume, finished, plan)
-
-    if stop.requested and trainer.state.global_step < plan["max_steps"]:
-        print(f"SIGTERM: checkpoint saved at step {trainer.state.global_step}; exiting with "
-              f"{EXIT_PREEMPTED} so the launcher resumes", flush=True)
-        report.log(f"preempted at step {trainer.state.global_step}")
-        return EXIT_PREEMPTED
-    if not trainer.is_world_process_zero():
-        return 0
+    exit_code = resume_or_train(trainer, resume, finished, plan, stop, report)
+    if exit_code is not None:
+        return exit_code
     rows_logged = [json.loads(line) for line in metrics_path.read_text().splitlines()] \
         if metrics_path.is_file() else []
     losses = [(r["step"], r["loss"]) for r in rows_logged if "loss" in r]
@@ -206,15 +200,7 @@ def _trainer_classes():
     class OnPolicy(AtomicCheckpoints, DistillationTrainer):
         """TRL's on-policy `DistillationTrainer` with the platform's atomic checkpoints."""
 
-        def __init__(self, *args, checkpoint_root, run_plan, on_checkpoint=None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.init_checkpoints(checkpoint_root, run_plan, on_checkpoint=on_checkpoint)
-
     class Sequence(AtomicCheckpoints, SFTTrainer):
         """TRL's `SFTTrainer` on teacher traces with the platform's atomic checkpoints."""
-
-        def __init__(self, *args, checkpoint_root, run_plan, on_checkpoint=None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.init_checkpoints(checkpoint_root, run_plan, on_checkpoint=on_checkpoint)
 
     return OnPolicy, Sequence

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from srl_platform.checkpoints import checkpoint_step
 from srl_platform.config import Stage, stage_config
 from srl_platform.errors import InputError
 from srl_platform.reporting import open_reporter
@@ -355,15 +356,9 @@ def _train(stage, tier, config, plan, records, base_dir, output_dir, checkpoint_
     trainer.remove_callback(PrinterCallback)  # replaced by the one-line progress printer
     if resume is not None:
         trainer.restore_extra_state(resume)
-    resume_or_train(trainer, resume, finished, plan)
-
-    if stop.requested and trainer.state.global_step < plan["max_steps"]:
-        print(f"SIGTERM: checkpoint saved at step {trainer.state.global_step}; exiting with "
-              f"{EXIT_PREEMPTED} so the launcher resumes", flush=True)
-        report.log(f"preempted at step {trainer.state.global_step}")
-        return EXIT_PREEMPTED
-    if not trainer.is_world_process_zero():  # under torchrun rank 0 alone keeps the record
-        return 0
+    exit_code = resume_or_train(trainer, resume, finished, plan, stop, report)
+    if exit_code is not None:
+        return exit_code
 
     summary = _summary(plan, trainer, metrics_path, resume, time.time() - started, tier)
     save_outcome(trainer, tokenizer, summary, output_dir, metrics_dir, report)
@@ -393,19 +388,21 @@ def prepare_resume(checkpoint_dir: Path, plan: dict, metrics_path: Path) -> tupl
         if resume is None:
             metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh curve; a resume appends
         else:
-            _drop_rows_after(metrics_path, _step(resume))
+            _drop_rows_after(metrics_path, checkpoint_step(resume))
     # A checkpoint at max_steps is a finished run: Hugging Face's Trainer, resumed there, would
     # still train one more step (at lr 0) before it checks the step count, so it is not resumed:
     # its adapter and state are loaded and saved again as they are.
-    return resume, resume is not None and _step(resume) >= plan["max_steps"]
+    return resume, resume is not None and checkpoint_step(resume) >= plan["max_steps"]
 
 
-def resume_or_train(trainer, resume: Path | None, finished: bool, plan: dict) -> None:
-    """Train from scratch or from `resume`; for a finished checkpoint, only load its state."""
+def resume_or_train(trainer, resume: Path | None, finished: bool, plan: dict, stop, report) -> int | None:
+    """Train from scratch or from `resume` (for a finished checkpoint, only load its state). The exit
+    code when this process is done (preempted: 75; a torchrun rank other than 0: 0, rank 0 alone
+    keeps the record), or None when it goes on to save the outcome."""
     from transformers import TrainerState
 
     if resume is not None:
-        print(f"resuming from {resume} (step {_step(resume)} of {plan['max_steps']})", flush=True)
+        print(f"resuming from {resume} (step {checkpoint_step(resume)} of {plan['max_steps']})", flush=True)
     if finished:
         trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
         print(f"{resume} already reached max_steps={plan['max_steps']}: nothing to train", flush=True)
@@ -413,6 +410,12 @@ def resume_or_train(trainer, resume: Path | None, finished: bool, plan: dict) ->
         print("max_steps=0: the untrained adapter is saved as it is (a baseline)", flush=True)
     else:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if stop.requested and trainer.state.global_step < plan["max_steps"]:
+        print(f"SIGTERM: checkpoint saved at step {trainer.state.global_step}; exiting with "
+              f"{EXIT_PREEMPTED} so the launcher resumes", flush=True)
+        report.log(f"preempted at step {trainer.state.global_step}")
+        return EXIT_PREEMPTED
+    return None if trainer.is_world_process_zero() else 0
 
 
 def save_outcome(trainer, tokenizer, summary: dict, output_dir: Path, metrics_dir: Path, report) -> None:
@@ -433,15 +436,7 @@ def first_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _step(checkpoint: Path) -> int:
-    from srl_platform.checkpoints import checkpoint_step
-
-    return checkpoint_step(checkpoint)
-
-
 def _report_checkpoint(path: Path, report) -> None:
-    from srl_platform.checkpoints import checkpoint_step
-
     print(f"checkpoint {path.name} saved", flush=True)
     report.checkpoint(checkpoint_step(path), path.name)
 

@@ -58,10 +58,6 @@ class SRLGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
         *args,
         epsilon: float,
         max_refill_rounds: int,
-        checkpoint_root: Path,
-        run_plan: dict,
-        keep_checkpoints: int = 2,
-        on_checkpoint=None,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -69,7 +65,6 @@ class SRLGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
             raise ValueError("dynamic sampling needs num_generations >= 2")
         self.epsilon = epsilon
         self.max_refill_rounds = max_refill_rounds
-        self.init_checkpoints(checkpoint_root, run_plan, keep_checkpoints, on_checkpoint)
         self.sampling = SamplingStats()
         order = list(range(len(self.train_dataset)))
         random.Random(self.args.seed + 1).shuffle(order)
