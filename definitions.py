@@ -15,11 +15,14 @@ from pathlib import Path
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import collection, data, distillation, evaluation, generation, promotion, training
+from assets import (collection, data, distillation, drift, evaluation, generation, monitoring, promotion,
+                    routing, serving, training)
 from resources.models import CollaborationModels
+from resources.monitoring import MonitoringResource
 from resources.registry import ModelRegistryResource
 from resources.storage import ArtifactStore
 from resources.sagemaker import SageMakerTrainingBackend
+from resources.serving import ServingResource
 from resources.training import LocalTrainingBackend
 from sensors.schedules import (
     distillation_job,
@@ -30,6 +33,7 @@ from sensors.schedules import (
     serving_job,
     trace_generation_job,
 )
+from sensors.drift import serving_drift_sensor, weakness_profile_job
 from sensors.serving_logs import serving_logs_sensor
 from sensors.spot import spot_interruption_sensor
 
@@ -49,16 +53,23 @@ def _training_backend():
 
 defs = Definitions(
     assets=load_assets_from_modules([data, generation, collection, training, evaluation, distillation,
-                                     promotion]),
-    asset_checks=load_asset_checks_from_modules([data, training, evaluation]),
-    jobs=[nightly_cascade_job, distillation_job, serving_job, trace_generation_job],
+                                     promotion, drift, routing, serving, monitoring]),
+    asset_checks=load_asset_checks_from_modules([data, training, evaluation, drift]),
+    jobs=[nightly_cascade_job, distillation_job, serving_job, trace_generation_job, weakness_profile_job],
     schedules=[nightly_cascade, nightly_generation],
-    sensors=[serving_logs_sensor, spot_interruption_sensor, nightly_cascade_sensor],
+    sensors=[serving_logs_sensor, spot_interruption_sensor, nightly_cascade_sensor, serving_drift_sensor],
     resources={
         "store": ArtifactStore(root=os.environ.get("SRL_ARTIFACT_ROOT", str(STATE / "artifacts"))),
         "training_backend": _training_backend(),
         # SRL_REGISTRY=sagemaker: SageMaker Model Registry (model package groups srl-<tier>).
         "registry": ModelRegistryResource(backend=os.environ.get("SRL_REGISTRY", "local")),
+        # SRL_METRICS=cloudwatch: metrics, dashboards, alarms and the budget in CloudWatch / AWS Budgets.
+        "monitoring": MonitoringResource(backend=os.environ.get("SRL_METRICS", "local")),
+        # SRL_SERVING_KIND=vllm SRL_SERVING_URL=http://host:8000 for a vLLM server started with --enable-lora.
+        "serving": ServingResource(kind=os.environ.get("SRL_SERVING_KIND", "embedded"),
+                                   url=os.environ.get("SRL_SERVING_URL", "http://127.0.0.1:8000"),
+                                   max_lora_rank=int(os.environ.get("SRL_SERVING_MAX_LORA_RANK", "16")),
+                                   adapter_dir=str(STATE / "serving" / "adapters")),
         "models": CollaborationModels(**{role: os.environ[f"SRL_{role.upper()}"]
                                          for role in ("proposer", "solver", "judge")
                                          if os.environ.get(f"SRL_{role.upper()}")}),

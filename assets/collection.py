@@ -11,14 +11,18 @@ import os
 import tempfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, Config, DataVersion, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from assets.data import COLLECTED_PREFIX, OWNERS
 from assets.metadata import counts_table
+from assets.monitoring import record
 from assets.retries import storage_retry_policy
+from resources.monitoring import MonitoringResource
 from resources.storage import ArtifactStore
 from srl_platform.collector import CollectorConfig, collect, collected_summary, list_log_files
+from srl_platform.monitoring import serving_metrics
 from srl_platform.storage import content_hash
 
 SERVING_LOGS = os.environ.get("SRL_SERVING_LOGS",
@@ -48,13 +52,14 @@ class CollectedTracesConfig(Config):
     code_version="1",
 )
 def collected_traces(context: AssetExecutionContext, config: CollectedTracesConfig,
-                     store: ArtifactStore) -> MaterializeResult:
+                     store: ArtifactStore, monitoring: MonitoringResource) -> MaterializeResult:
     """Production prompts and completions of the serving tier, each served row exactly once:
     validated (pandera), deduplicated, with bad rows quarantined with their reason and raw line.
     Parts at `collected/parts/<file sha>.parquet`, quarantine at `collected/quarantine/`.
 
     Incremental and idempotent: a file is identified by its content hash and collected once,
     whatever its name; re-running over the same files adds nothing and keeps the data version.
+    The new rows' requests, latency and tokens per served model (tier) go to the metrics sink.
     """
     client = store.client()
     s3 = store.s3.get_client() if config.source.startswith("s3://") else None
@@ -80,6 +85,10 @@ def collected_traces(context: AssetExecutionContext, config: CollectedTracesConf
             client.put_file(f"{COLLECTED_PREFIX}/{Path(written).relative_to(out).as_posix()}", Path(written))
         client.put_file(STATE_KEY, state)
         summary = collected_summary(state)
+        served = [row for f in stats.files if f.part for row in pq.read_table(
+            f.part, columns=["model", "latency_ms", "prompt_tokens", "completion_tokens"]).to_pylist()]
+    for tier, values in serving_metrics(served).items():
+        record(context, monitoring, client, values, tier, per_run=False)
 
     context.log.info(f"{stats.files_processed} new files of {stats.files_seen}: {stats.rows} rows, "
                      f"{stats.duplicates} duplicates, {stats.quarantined} quarantined {stats.reasons}")

@@ -35,11 +35,14 @@ from pydantic import Field
 
 from assets.data import OWNERS, VALIDATED_TRACES_KEY
 from assets.metadata import preview
+from assets.monitoring import record
 from assets.retries import storage_retry_policy
+from resources.monitoring import MonitoringResource
 from resources.storage import ArtifactStore
 from resources.training import TrainingBackend, TrainingRequest, training_job_name
 from srl_platform import distill
 from srl_platform.config import stage_config
+from srl_platform.monitoring import distillation_metrics, training_cost
 from srl_platform.storage import ArtifactStoreClient, content_hash, get_dir, put_dir
 from srl_platform.tiers import ADAPTER_WEIGHTS, STUDENT_TIERS, adapter_key, get_tier, teacher_of
 from srl_platform.traces import read_records, records_from_parquet_bytes, write_jsonl
@@ -189,7 +192,7 @@ class DistillRunConfig(Config):
     retry_policy=storage_retry_policy,
 )
 def distilled_adapter(context: AssetExecutionContext, config: DistillRunConfig, store: ArtifactStore,
-                      training_backend: TrainingBackend) -> MaterializeResult:
+                      training_backend: TrainingBackend, monitoring: MonitoringResource) -> MaterializeResult:
     """The student tier's LoRA adapter distilled from its teacher: on-policy (TRL
     `DistillationTrainer`, generalized JSD) when both share a tokenizer, else sequence-level (SFT on
     the verified teacher traces); the path taken is in the metadata. Stored content-addressed under
@@ -232,6 +235,10 @@ def distilled_adapter(context: AssetExecutionContext, config: DistillRunConfig, 
     summary = outcome.summary
     losses = [loss for _, loss in summary.get("loss_curve", [])]
     context.log.info(f"{tier} distilled from {teacher['tier']} by {summary['method']}: {uri}")
+    spec = get_tier(tier)
+    cost = training_cost(spec.instance_type, spec.instance_count, outcome.wall_seconds,
+                         monitoring.training_price_per_hour)
+    record(context, monitoring, client, distillation_metrics(summary, cost), tier)
     return MaterializeResult(
         metadata={
             "adapter_uri": MetadataValue.path(uri),

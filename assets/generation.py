@@ -26,6 +26,9 @@ from srl_platform.tasks import FAMILY_NAMES, GENERATED, TaskFamily, get_family
 from srl_platform.traces import jsonl_bytes, parquet_bytes, records_from_parquet_bytes
 from srl_platform.weakness import WeaknessProfile
 
+SERVING_PROFILE_KEY = "reports/weakness/serving_profile.json"
+"""Written by `serving_weakness_profile` (assets/drift.py) when served traffic drifted."""
+
 GENERATED_PREFIX = "generated"
 _DEFAULTS = CollaborationConfig()
 
@@ -50,8 +53,9 @@ class GeneratedTracesConfig(Config):
     weakness_report: str | None = Field(
         default=None,
         description="Store key of the evaluation report whose misses steer the proposals; None: the "
-                    "strongest tier evaluated so far (bronze, else silver, else gold). Uniform "
-                    "targets when there is none yet.")
+                    "serving weakness profile (serving_weakness_profile) once drift has produced one, "
+                    "else the strongest tier evaluated so far (bronze, else silver, else gold). "
+                    "Uniform targets when there is none yet.")
 
 
 @asset(
@@ -134,8 +138,16 @@ def _weakness_profile(client: ArtifactStoreClient, report_key: str | None, famil
                       log) -> WeaknessProfile:
     """The misses of the adapter in the report, joined with the evaluated traces for their
     dimensions; an empty (uniform) profile before the first evaluation."""
-    candidates = [report_key] if report_key else [report_key_of(tier) for tier in ("bronze", "silver", "gold")]
+    candidates = [report_key] if report_key else [
+        SERVING_PROFILE_KEY, *(report_key_of(tier) for tier in ("bronze", "silver", "gold"))]
     report_key = next((key for key in candidates if client.exists(key)), None)
+    if report_key is not None and report_key == SERVING_PROFILE_KEY:
+        # What the served tier got wrong lately (the drift sensor's update), already a profile.
+        saved = json.loads(client.get_bytes(report_key))
+        profile = WeaknessProfile.from_dict({**saved["weakness_profile"], "source": client.uri(report_key)})
+        log(f"weakness profile of {saved['tier']}'s recent serving traffic ({client.uri(report_key)}): "
+            f"{profile.error_rates}")
+        return profile
     if report_key is None or not client.exists(VALIDATED_TRACES_KEY):
         log(f"no evaluation report ({', '.join(candidates)}) yet: proposals are spread uniformly")
         return WeaknessProfile()

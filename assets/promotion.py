@@ -32,19 +32,23 @@ from pydantic import Field
 
 from assets.data import OWNERS, VALIDATED_TRACES_KEY
 from assets.distillation import current_distilled, student_partitions, teacher_adapter, teacher_traces_key
+from assets.monitoring import record
 from assets.retries import storage_retry_policy
+from resources.monitoring import MonitoringResource
 from resources.registry import ModelRegistryResource
 from resources.storage import ArtifactStore
 from srl_platform import quality
 from srl_platform.evaluate import EvalSettings, evaluate
 from srl_platform.models import fingerprint
+from srl_platform.monitoring import quality_metrics
 from srl_platform.registry import APPROVED, DecisionFinalError
+from srl_platform.router_table import cost_per_1m_tokens
 from srl_platform.serving import MANIFEST_KEY, build_manifest
 from srl_platform.storage import ArtifactStoreClient, content_hash, get_dir
-from srl_platform.tiers import ADAPTER_WEIGHTS, STUDENT_TIERS, get_tier
+from srl_platform.tiers import ADAPTER_WEIGHTS, STUDENT_TIERS, get_serving, get_tier
 from srl_platform.traces import records_from_parquet_bytes
 
-PROMOTION_CODE_VERSION = "1"
+PROMOTION_CODE_VERSION = "2"
 EVAL_CACHE_PREFIX = "reports/eval_cache"
 GATE_ACTOR = "srl-platform quality gate"
 _DEFAULTS = EvalSettings()
@@ -85,7 +89,7 @@ class QualityConfig(Config):
     retry_policy=storage_retry_policy,
 )
 def quality_report(context: AssetExecutionContext, config: QualityConfig, store: ArtifactStore,
-                   registry: ModelRegistryResource) -> MaterializeResult:
+                   registry: ModelRegistryResource, monitoring: MonitoringResource) -> MaterializeResult:
     """How much of its teacher's quality the distilled student keeps, measured on held-out problems
     neither trained on: accuracy, mean step reward, format violations, output length, tokens/s, the
     student/teacher ratios and the gate's verdict, with the previous approved version beside them.
@@ -127,6 +131,7 @@ def quality_report(context: AssetExecutionContext, config: QualityConfig, store:
     uri = client.put_bytes(quality_report_key(tier, current["version"]), body)
     png = quality.chart_png(report)
     chart_uri = client.put_bytes(f"reports/{tier}/quality/{current['version']}.png", png)
+    record(context, monitoring, client, quality_metrics(report), tier)
     gate = report["gate"]
     return MaterializeResult(
         metadata={
@@ -180,8 +185,9 @@ def _cached_eval(context, client: ArtifactStoreClient, base_model: str, adapter_
 
 
 def _figures(report: dict) -> dict:
+    # `results` (per held-out problem) lets the router estimate quality per task family and difficulty.
     keep = ("accuracy", "correct", "problems", "mean_step_reward", "format_violation_rate",
-            "format_violations", "mean_solve_tokens", "solve_tokens_per_second", "step_instances")
+            "format_violations", "mean_solve_tokens", "solve_tokens_per_second", "step_instances", "results")
     return {k: report[k] for k in keep}
 
 
@@ -265,6 +271,13 @@ def registered_model(context: AssetExecutionContext, store: ArtifactStore, regis
         f"v{regression['approved_version']} {regression['approved']:.4f}")
 
 
+def _cost_per_1m_tokens(tier: str, student: dict) -> float:
+    try:
+        return cost_per_1m_tokens(get_serving(tier).price_per_hour, student["solve_tokens_per_second"])
+    except ValueError:
+        return float("nan")  # no throughput measured: recorded as "nan", the router refuses such a report
+
+
 def _registry_metadata(report: dict, report_key: str) -> dict[str, str]:
     student = report["student"]
     return {
@@ -276,6 +289,9 @@ def _registry_metadata(report: dict, report_key: str) -> dict[str, str]:
         "quality_gate_ratio": "none" if report["gate"]["ratio"] is None else f"{report['gate']['ratio']:.4f}",
         "cost_tokens_per_second": f"{student['solve_tokens_per_second']:.2f}",
         "cost_instance_type": get_tier(report["tier"]).instance_type,
+        # Serving list price (tiers.SERVING) / measured tokens/s: the router's cost figure.
+        "cost_per_1m_tokens": f"{_cost_per_1m_tokens(report['tier'], student):.4f}",
+        "cost_serving_instance_type": get_serving(report["tier"]).instance_type,
         "teacher_tier": report["teacher_tier"],
         "teacher_adapter_version": report["teacher_adapter_version"],
         "eval_data_version": report["eval_data"]["data_version"],

@@ -23,8 +23,10 @@ from dagster import (
 from pydantic import Field
 
 from assets.data import OWNERS, RLVR_PROBLEMS_KEY, SRL_STEPS_KEY
+from assets.monitoring import record
 from assets.partitions import tier_partitions
 from assets.retries import storage_retry_policy
+from resources.monitoring import MonitoringResource
 from resources.storage import ArtifactStore
 from resources.training import (
     TrainingBackend,
@@ -33,6 +35,7 @@ from resources.training import (
     training_job_name,
 )
 from srl_platform.config import Stage, stage_config
+from srl_platform.monitoring import training_cost, training_metrics
 from srl_platform.storage import ArtifactStoreClient, content_hash, get_dir, put_dir
 from srl_platform.tiers import ADAPTER_WEIGHTS, adapter_key, get_tier
 
@@ -83,7 +86,7 @@ class TrainingRunConfig(Config):
     retry_policy=storage_retry_policy,
 )
 def srl_checkpoint(context: AssetExecutionContext, config: TrainingRunConfig, store: ArtifactStore,
-                   training_backend: TrainingBackend) -> MaterializeResult:
+                   training_backend: TrainingBackend, monitoring: MonitoringResource) -> MaterializeResult:
     """The tier's LoRA adapter after SRL: GRPO with a dense step reward (similarity of each
     generated step to the expert's next step) on the train split of `srl_steps`, with dynamic
     sampling. Stored as safetensors under `adapters/{tier}/srl/`.
@@ -93,7 +96,7 @@ def srl_checkpoint(context: AssetExecutionContext, config: TrainingRunConfig, st
     are kept, so re-running with unchanged inputs resumes at the last step, trains nothing and
     yields the same weights (same DataVersion). A run stopped by SIGTERM resumes where it stopped.
     """
-    return _train_stage(context, config, store.client(), training_backend, "srl", SRL_STEPS_KEY,
+    return _train_stage(context, config, store.client(), training_backend, monitoring, "srl", SRL_STEPS_KEY,
                         upstream="srl_steps")
 
 
@@ -107,8 +110,8 @@ def srl_checkpoint(context: AssetExecutionContext, config: TrainingRunConfig, st
     code_version=TRAINING_CODE_VERSION,
     retry_policy=storage_retry_policy,
 )
-def rlvr_checkpoint(context: AssetExecutionContext, config: TrainingRunConfig,
-                    store: ArtifactStore, training_backend: TrainingBackend) -> MaterializeResult:
+def rlvr_checkpoint(context: AssetExecutionContext, config: TrainingRunConfig, store: ArtifactStore,
+                    training_backend: TrainingBackend, monitoring: MonitoringResource) -> MaterializeResult:
     """The tier's final adapter (SRL→RLVR): the SRL adapter trained further with GRPO on a
     verifiable outcome reward (final answer checked with math-verify) on the train split of
     `rlvr_problems`, dropping groups whose rewards are all equal. Stored under
@@ -117,12 +120,13 @@ def rlvr_checkpoint(context: AssetExecutionContext, config: TrainingRunConfig,
     Idempotent like `srl_checkpoint`: the job hash also covers the SRL adapter's weights, so a new
     SRL adapter starts a new RLVR job and an unchanged one resumes (or reuses) the previous one.
     """
-    return _train_stage(context, config, store.client(), training_backend, "rlvr",
+    return _train_stage(context, config, store.client(), training_backend, monitoring, "rlvr",
                         RLVR_PROBLEMS_KEY, upstream="rlvr_problems", init_stage="srl")
 
 
 def _train_stage(context: AssetExecutionContext, config: TrainingRunConfig,
-                 store: ArtifactStoreClient, backend: TrainingBackend, stage: Stage, data_key: str,
+                 store: ArtifactStoreClient, backend: TrainingBackend, monitoring: MonitoringResource,
+                 stage: Stage, data_key: str,
                  upstream: str, init_stage: Stage | None = None) -> MaterializeResult:
     tier = context.partition_key
     asset_name = context.asset_key.to_user_string()
@@ -160,6 +164,10 @@ def _train_stage(context: AssetExecutionContext, config: TrainingRunConfig,
     version = content_hash(weights.read_bytes())
     uri = put_dir(store, adapter_key(tier, stage), outcome.adapter_dir)
     context.log.info(f"{stage} adapter for {tier} at {uri} (DataVersion {version})")
+    spec = get_tier(tier)
+    cost = training_cost(spec.instance_type, spec.instance_count, outcome.wall_seconds,
+                         monitoring.training_price_per_hour)
+    record(context, monitoring, store, training_metrics(outcome.summary, outcome.metrics, cost), tier)
     metadata = _training_metadata(outcome, uri, store.uri(data_key), init_uri)
     return MaterializeResult(metadata=metadata, data_version=DataVersion(version))
 

@@ -14,6 +14,8 @@ otherwise. Prints, and appends as one JSON line:
 - each tier's gate verdict and what the manifest serves.
 
     python bench/distill.py [--distill-steps N] [--json-out runs/bench.jsonl]
+    python bench/distill.py --artifacts .state/artifacts   # the figures of a cascade already run
+                                                           # (`make demo`: the same default budgets)
 """
 
 from __future__ import annotations
@@ -33,24 +35,48 @@ def main() -> int:
     parser.add_argument("--distill-steps", type=int, default=None, help="override the tiers' distill_budget")
     parser.add_argument("--eval-problems", type=int, default=16)
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--artifacts", type=Path, default=None,
+                        help="read the reports and manifest of a cascade already run into this artefact "
+                             "root (e.g. .state/artifacts after make demo) instead of running one")
     args = parser.parse_args()
+    started = time.monotonic()
+    if args.artifacts is not None:
+        reports, manifest = read_results(args.artifacts)
+    else:
+        reports, manifest = run_cascade(args, started)
+    summarize(args, reports, manifest, started)
+    return 0
+
+
+def read_results(root: Path) -> tuple[dict, dict]:
+    """The newest quality report of each student tier and the serving manifest under an artefact root."""
+    reports = {}
+    for tier in ("silver", "gold"):
+        paths = sorted((root / "reports" / tier / "quality").glob("*.json"), key=lambda p: p.stat().st_mtime)
+        if not paths:
+            raise SystemExit(f"no quality report under {root}/reports/{tier}/quality: run the cascade first")
+        reports[tier] = json.loads(paths[-1].read_text())
+    return reports, json.loads((root / "serving" / "manifest.json").read_text())
+
+
+def run_cascade(args, started: float) -> tuple[dict, dict]:
 
     from dagster import DagsterInstance, materialize
 
     from assets import data, distillation, promotion, training
+    from resources.monitoring import MonitoringResource
     from resources.registry import ModelRegistryResource
     from resources.storage import ArtifactStore
     from resources.training import LocalTrainingBackend
-    from srl_platform.tiers import get_tier
 
     assets = [data.expert_traces, data.validated_traces, data.srl_steps, data.rlvr_problems,
               training.srl_checkpoint, training.rlvr_checkpoint, distillation.teacher_traces,
               distillation.distilled_adapter, promotion.quality_report, promotion.registered_model,
               promotion.serving_manifest]
-    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp, DagsterInstance.local_temp(tmp) as instance:
         root = Path(tmp) / "artifacts"
         resources = {"store": ArtifactStore(root=str(root)), "registry": ModelRegistryResource(),
+                     "monitoring": MonitoringResource(),
                      "training_backend": LocalTrainingBackend(work_root=str(Path(tmp) / "work"))}
 
         def run(selection, partition=None, config=None):
@@ -68,11 +94,12 @@ def main() -> int:
             run(["teacher_traces", "distilled_adapter", "quality_report", "registered_model"], tier,
                 {"distilled_adapter": {"config": distill}, "quality_report": {"config": quality}})
         run(["serving_manifest"])
-        reports = {}
-        for tier in ("silver", "gold"):
-            [key] = [k for k in (root / "reports" / tier / "quality").glob("*.json")]
-            reports[tier] = json.loads(key.read_text())
-        manifest = json.loads((root / "serving" / "manifest.json").read_text())
+        return read_results(root)
+
+
+def summarize(args, reports: dict, manifest: dict, started: float) -> None:
+    from srl_platform.tiers import get_tier
+
     bronze, gold, silver = reports["silver"]["teacher"], reports["gold"]["student"], reports["silver"]["student"]
 
     def ratio(a, b):
@@ -82,7 +109,8 @@ def main() -> int:
         "bench": "distill", **machine(), "wall_s": round(time.monotonic() - started, 1),
         "budgets": {t: {"srl": vars(get_tier(t).srl_budget), "rlvr": vars(get_tier(t).rlvr_budget),
                         "distill": vars(get_tier(t).distill_budget)} for t in ("bronze", "silver", "gold")},
-        "distill_steps_override": args.distill_steps, "eval_problems": args.eval_problems,
+        "distill_steps_override": args.distill_steps,
+        "artifacts": str(args.artifacts) if args.artifacts else None, "eval_problems": args.eval_problems,
         "bronze": bronze, "silver": silver, "gold": gold,
         "gold_over_bronze_accuracy": ratio(gold["accuracy"], bronze["accuracy"]),
         "gold_over_bronze_step_reward": ratio(gold["mean_step_reward"], bronze["mean_step_reward"]),
@@ -106,7 +134,6 @@ def main() -> int:
     for tier, entry in record["manifest"].items():
         print(f"manifest {tier}: v{entry['serving_version']} stale={entry['stale']}: {entry['reason']}")
     append_json(args.json_out, record)
-    return 0
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ def measure(minutes: float, args, model_dir: Path, scratch: Path) -> dict:
     from dagster import DagsterInstance, Definitions, build_sensor_context, materialize
 
     from assets.training import rlvr_checkpoint, srl_checkpoint
+    from resources.monitoring import MonitoringResource
     from resources.storage import ArtifactStore
     from resources.training import LocalTrainingBackend
     from sensors.spot import spot_interruption_sensor
@@ -150,7 +151,7 @@ def measure(minutes: float, args, model_dir: Path, scratch: Path) -> dict:
         root = scratch / f"{minutes:g}min-{name}"
         (root / "dagster").mkdir(parents=True)
         seed_store(root / "store")
-        resources = {"store": ArtifactStore(root=str(root / "store")),
+        resources = {"store": ArtifactStore(root=str(root / "store")), "monitoring": MonitoringResource(),
                      "training_backend": LocalTrainingBackend(work_root=str(root / "work"))}
         return root, resources, DagsterInstance.local_temp(str(root / "dagster"))
 

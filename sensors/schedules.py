@@ -45,8 +45,8 @@ nightly_cascade_job = define_asset_job(
     "nightly_cascade_job",
     # Trace generation (daily partitions) runs an hour earlier on its own schedule, and serving logs
     # are collected by their sensor as they arrive. Distillation and serving follow in their own runs.
-    selection=(AssetSelection.all() - AssetSelection.assets("generated_traces", "collected_traces")
-               - DISTILLATION - AssetSelection.assets("serving_manifest")),
+    selection=(AssetSelection.groups("data", "training", "evaluation")
+               - AssetSelection.assets("generated_traces", "collected_traces")),
     description="Datasets, then one tier's SRL → RLVR adapter and its evaluation (nightly: bronze).",
     # A retried run (dagster.yaml run_retries) redoes only the assets that failed or never ran.
     tags={"dagster/retry_strategy": "FROM_ASSET_FAILURE"},
@@ -58,8 +58,8 @@ distillation_job = define_asset_job(
     tags={"dagster/retry_strategy": "FROM_ASSET_FAILURE"},
 )
 serving_job = define_asset_job(
-    "serving_job", selection=AssetSelection.assets("serving_manifest"),
-    description="The serving manifest from the registry's decisions.")
+    "serving_job", selection=AssetSelection.assets("serving_manifest", "router_settings"),
+    description="The serving manifest from the registry's decisions, and the router table from the approved versions.")
 
 STAGES = (  # (stage, job, partition), in the order the cascade runs them
     ("bronze", "nightly_cascade_job", "bronze"),

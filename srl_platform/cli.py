@@ -1,4 +1,4 @@
-"""`srl`: the platform's command line (models, data, generate, collect, train, eval, demo)."""
+"""`srl`: the platform's command line (models, data, generate, collect, train, eval, serve, demo)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-step-instances", type=int, default=32)
     ev.add_argument("--format-policy", choices=["strict", "prefill", "none"], default="none")
     ev.set_defaults(handler=_cmd_eval)
+
+    from srl_platform.serving_server import build_parser as build_serve_parser
+
+    serve = sub.add_parser("serve", help="serve the base model and LoRA adapters on a vLLM-compatible API",
+                           description="The embedded serving server (same as python -m "
+                                       "srl_platform.serving_server): /v1/chat/completions, /v1/models, "
+                                       "/v1/load_lora_adapter, /v1/unload_lora_adapter, /health.")
+    build_serve_parser(serve)
+    serve.set_defaults(handler=_cmd_serve)
 
     demo = sub.add_parser("demo", help="generate → steps → SRL → RLVR → eval on the embedded default")
     demo.add_argument("--workdir", default=".state/demo", help="where the demo writes its files")
@@ -113,6 +122,12 @@ def _cmd_eval(args) -> int:
           f"mean_step_reward={report['mean_step_reward']:.3f} "
           f"format_violation_rate={report['format_violation_rate']:.3f} → {out}")
     return 0
+
+
+def _cmd_serve(args) -> int:
+    from srl_platform.serving_server import serve
+
+    return serve(args)
 
 
 def _cmd_demo(args) -> int:

@@ -78,8 +78,9 @@ def build_report(tier: str, teacher_tier: str, student: dict, teacher: dict, min
         "accuracy_ratio": _ratio(student["accuracy"], teacher["accuracy"]),
         "step_reward_ratio": _ratio(student["mean_step_reward"], teacher["mean_step_reward"]),
         "speed_ratio": _ratio(student["solve_tokens_per_second"], teacher["solve_tokens_per_second"]),
-        "gate": {"metric": metric, "why": why, "ratio": ratio, "min_ratio": min_ratio,
-                 "passed": passed, **gate.as_dict()},
+        # The gate's settings first: its `metric` is the configured one, the one used may be the fallback.
+        "gate": {**gate.as_dict(), "metric": metric, "why": why, "ratio": ratio, "min_ratio": min_ratio,
+                 "passed": passed},
         "regression": regression,
     }
 

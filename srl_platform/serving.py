@@ -12,6 +12,11 @@ from srl_platform.registry import APPROVED, ModelRegistry, ModelVersion
 MANIFEST_KEY = "serving/manifest.json"
 
 
+def version_label(version: int) -> str:
+    """How a registry version is named where it serves: the `adapter_version` of serving-log rows."""
+    return f"v{version}"
+
+
 def tier_entry(registry: ModelRegistry, tier: str) -> dict:
     """One tier's line of the manifest."""
     versions = registry.versions(tier)

@@ -154,3 +154,38 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 def adapter_key(tier: str, stage: str) -> str:
     """Artefact-store key (a directory) of a tier's adapter for one stage (`srl` or `rlvr`)."""
     return f"adapters/{tier}/{stage}"
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """Where a tier serves traffic and what an hour of it costs: with the tier's measured tokens/s,
+    its cost per 1M generated tokens (`srl_platform.router_table.cost_per_1m_tokens`). Kept apart
+    from `TierSpec` on purpose: training job identities hash `TierSpec.as_dict()`, and a new price
+    must never start a new training job."""
+
+    instance_type: str
+    """SageMaker real-time inference instance type."""
+    price_per_hour: float
+    """USD per hour of `instance_type`: the SageMaker real-time inference on-demand list price in
+    us-east-1 (2025), a list price, not a quote. The rate you pay (savings plans, another region)
+    overrides it in `RouterSettings.serving_price_per_hour`."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.price_per_hour, bool) or not isinstance(self.price_per_hour, int | float) \
+                or not self.price_per_hour > 0:
+            raise ValueError(f"serving instance {self.instance_type}: price_per_hour={self.price_per_hour!r} "
+                             "must be a number > 0 (USD per hour)")
+
+
+SERVING: dict[TierName, ServingSpec] = {
+    # The largest model on 8x A100 40 GB; the medium one on 4x A10G; the smallest on one A10G.
+    "bronze": ServingSpec(instance_type="ml.p4d.24xlarge", price_per_hour=37.688),
+    "silver": ServingSpec(instance_type="ml.g5.12xlarge", price_per_hour=7.09),
+    "gold": ServingSpec(instance_type="ml.g5.xlarge", price_per_hour=1.408),
+}
+
+
+def get_serving(name: str) -> ServingSpec:
+    """The serving instance and list price of a tier."""
+    get_tier(name)
+    return SERVING[name]  # type: ignore[index]

@@ -18,8 +18,10 @@ from dagster import materialize
 from assets.distillation import current_distilled, distilled_adapter, teacher_traces
 from assets.promotion import quality_report, registered_model, serving_manifest
 from resources.registry import ModelRegistryResource
+from resources.monitoring import MonitoringResource
 from resources.storage import ArtifactStore
 from resources.training import LocalTrainingBackend
+from srl_platform.monitoring import read_metrics
 from srl_platform.registry import LocalModelRegistry
 from srl_platform.storage import LocalArtifactStore, put_dir
 from srl_platform.tiers import adapter_key
@@ -50,6 +52,7 @@ def cascade(tmp_path_factory, base_model_dir, seeded_store_root):
     put_dir(store, adapter_key("bronze", "rlvr"), fresh_lora(base_model_dir, tmp_path_factory.mktemp("bronze")))
     instance = DagsterInstance.local_temp(str(tmp_path_factory.mktemp("dagster-home")))
     resources = {"store": ArtifactStore(root=str(root)), "registry": ModelRegistryResource(),
+                 "monitoring": MonitoringResource(),
                  "training_backend": LocalTrainingBackend(work_root=str(tmp_path_factory.mktemp("work")))}
     yield {"root": root, "store": store, "instance": instance, "resources": resources}
     instance.dispose()
@@ -116,6 +119,12 @@ def test_a_student_below_the_gate_is_rejected_and_the_manifest_keeps_the_approve
     regression = check(registered, "no_regression_vs_approved")
     assert not regression.passed and regression.severity.value == "WARN"
     assert regression.metadata["approved_version"].value == 1
+
+    # The distillation and quality figures reached the metrics sink, per tier and asset.
+    recorded = {(r["name"], r["dimensions"]["asset"]) for r in read_metrics(cascade["store"])
+                if r["dimensions"]["tier"] == "silver"}
+    assert {("DistillationSteps", "distilled_adapter"), ("TrainingCostEstimate", "distilled_adapter"),
+            ("QualityAccuracy", "quality_report"), ("EvalTokensPerSecond", "quality_report")} <= recorded
 
     registry = LocalModelRegistry.in_store(cascade["store"])
     v1, v2 = registry.versions("silver")

@@ -21,6 +21,7 @@ from dagster_aws.s3 import S3Resource
 from support import AWS_TEST_CREDENTIALS
 from assets.collection import STATE_KEY, collected_traces
 from assets.data import COLLECTED_PREFIX, EXPERT_TRACES_KEY, expert_traces
+from resources.monitoring import MonitoringResource
 from resources.storage import ArtifactStore
 from srl_platform.collector import collected_summary
 from srl_platform.storage import content_hash
@@ -82,7 +83,8 @@ def run(store: ArtifactStore, *, selection=(collected_traces,), instance=None, r
     ops = {"collected_traces": {"config": {"max_completion_chars": MAX_COMPLETION, **config}}}
     if expert_traces in selection:
         ops["expert_traces"] = {"config": {"n": 20}}
-    return materialize(list(selection), resources={"store": store}, run_config={"ops": ops},
+    return materialize(list(selection), resources={"store": store, "monitoring": MonitoringResource()},
+                       run_config={"ops": ops},
                        instance=instance or DagsterInstance.ephemeral(), raise_on_error=raise_on_error)
 
 
@@ -234,7 +236,9 @@ def test_s3_source_and_store_behave_like_local(moto_s3, logs, tmp_path):
     assert_first_collection(first, store.client(), logs, "s3://bucket/logs/day2/b.jsonl")
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket="bucket", Prefix="artifacts/")["Contents"]}
     a_sha, b_sha = sha256(logs["a"])[:16], sha256(logs["b"])[:16]
-    assert keys == {f"artifacts/{k}" for k in (STATE_KEY, f"{PARTS}/{a_sha}.parquet", f"{PARTS}/{b_sha}.parquet",
+    metrics = {k for k in keys if k.startswith("artifacts/metrics/")}
+    assert len(metrics) == 1  # the batch's serving metrics, as JSON lines in the S3 store
+    assert keys - metrics == {f"artifacts/{k}" for k in (STATE_KEY, f"{PARTS}/{a_sha}.parquet", f"{PARTS}/{b_sha}.parquet",
                                                f"{QUARANTINE}/{b_sha}.jsonl")}
     assert metadata(first)["uri"] == "s3://bucket/artifacts/collected/parts"
 

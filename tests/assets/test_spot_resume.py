@@ -15,6 +15,7 @@ from pathlib import Path
 from dagster import DagsterInstance, Definitions, build_sensor_context, materialize
 
 from assets.training import rlvr_checkpoint, srl_checkpoint
+from resources.monitoring import MonitoringResource
 from resources.storage import ArtifactStore
 from resources.training import LocalTrainingBackend
 from sensors.spot import spot_interruption_sensor
@@ -29,7 +30,7 @@ def test_a_killed_trainer_is_resumed_by_the_sensor_without_redoing_checkpointed_
         tmp_path, tiny_training, seeded_store):
     store_root, work_root = tmp_path / "artifacts", tmp_path / "work"
     seeded_store(store_root)
-    resources = {"store": ArtifactStore(root=str(store_root)),
+    resources = {"store": ArtifactStore(root=str(store_root)), "monitoring": MonitoringResource(),
                  "training_backend": LocalTrainingBackend(work_root=str(work_root))}
     defs = Definitions(assets=[srl_checkpoint, rlvr_checkpoint], sensors=[spot_interruption_sensor],
                        resources=resources)

@@ -18,8 +18,10 @@ from dagster import materialize
 
 from assets.evaluation import tier_eval
 from assets.training import rlvr_checkpoint, srl_checkpoint
+from resources.monitoring import MonitoringResource
 from resources.storage import ArtifactStore
 from resources.training import LocalTrainingBackend
+from srl_platform.monitoring import read_metrics
 from srl_platform.storage import LocalArtifactStore, content_hash
 from srl_platform.trainer import latest_checkpoint
 from srl_platform.traces import parquet_bytes
@@ -36,7 +38,7 @@ VERSION = re.compile(r"[0-9a-f]{16}")
 def run(asset, store_root: Path, work_root: Path, instance, config: dict, **kwargs):
     return materialize(
         ASSETS, selection=[asset], partition_key="gold", instance=instance,
-        resources={"store": ArtifactStore(root=str(store_root)),
+        resources={"store": ArtifactStore(root=str(store_root)), "monitoring": MonitoringResource(),
                    "training_backend": LocalTrainingBackend(work_root=str(work_root))},
         run_config={"ops": {asset.key.to_user_string(): {"config": config}}}, **kwargs)
 
@@ -94,6 +96,18 @@ def test_srl_checkpoint_stores_a_safetensors_adapter_with_its_training_record(go
     assert len(meta["reward_curve"].splitlines()) == 2 + 2  # header, rule, one row per step
     assert 0.0 <= meta["dynamic_sampling_drop_rate"] <= 1.0
     assert meta["training_job"].startswith("srl-checkpoint-gold-")
+
+
+def test_a_finished_run_records_its_reward_and_estimated_cost_in_the_metrics_sink(gold_srl, seeded_store_root):
+    meta = metadata(gold_srl, srl_checkpoint)
+    rows = [r for r in read_metrics(LocalArtifactStore(seeded_store_root)) if r["dimensions"]["asset"] == "srl_checkpoint"]
+    assert {r["name"] for r in rows} >= {"TrainingReward", "TrainingCostEstimate", "TrainingDropRate"}
+    assert all(r["dimensions"].keys() == {"tier", "asset", "job"} and r["dimensions"]["tier"] == "gold" for r in rows)
+    assert any(r["name"] == "TrainingReward" and r["value"] == pytest.approx(meta["reward_last"]) for r in rows)
+    # gold trains on one ml.g6.12xlarge: the launch's wall time at its list price
+    hourly = MonitoringResource().training_price_per_hour["ml.g6.12xlarge"]
+    assert any(r["name"] == "TrainingCostEstimate" and r["value"] == pytest.approx(hourly * meta["wall_seconds"] / 3600,
+                                                                                   rel=1e-3) for r in rows)
 
 
 def test_training_metrics_stream_through_pipes_into_the_run(gold_srl, dagster_instance):

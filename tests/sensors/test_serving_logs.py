@@ -18,6 +18,7 @@ from dagster import (
 )
 
 from assets.collection import collected_traces
+from resources.monitoring import MonitoringResource
 from resources.storage import ArtifactStore
 from sensors import serving_logs
 from sensors.serving_logs import serving_logs_sensor
@@ -98,7 +99,8 @@ def test_the_requested_run_config_runs_the_asset(source, tmp_path):
     request, cursor = evaluate(store, None)
     write(source / "unrequested.jsonl", range(100, 102), 1_700_000_200)  # arrived after the tick
 
-    result = materialize([collected_traces], resources={"store": store}, run_config=request.run_config,
+    result = materialize([collected_traces], resources={"store": store, "monitoring": MonitoringResource()},
+                         run_config=request.run_config,
                          instance=DagsterInstance.ephemeral())
     assert result.success
     (event,) = result.asset_materializations_for_node("collected_traces")
@@ -124,7 +126,8 @@ def test_no_request_while_a_collection_run_is_unfinished(source, tmp_path):
     instance = DagsterInstance.ephemeral()
     store = ArtifactStore(root=str(tmp_path / "store"))
     write(source / "a.jsonl", range(3), 1_700_000_000)
-    job = Definitions(assets=[collected_traces], resources={"store": store}).resolve_implicit_global_asset_job_def()
+    job = Definitions(assets=[collected_traces], resources={"store": store, "monitoring": MonitoringResource()}
+                      ).resolve_implicit_global_asset_job_def()
     running = instance.create_run_for_job(job_def=job, status=DagsterRunStatus.STARTED)
 
     skip, cursor = evaluate(store, None, instance)

@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from assets.training import rlvr_checkpoint, srl_checkpoint
+from resources.monitoring import MonitoringResource
 from resources.storage import ArtifactStore
 from resources.training import LocalTrainingBackend, TrainingBackend
 from sensors.spot import RESUME_OF_TAG, WILL_RETRY_TAG, spot_interruption_sensor
@@ -74,7 +75,8 @@ def instance(tmp_path_factory):
 
 # The sensor's run requests resolve against the asset graph, as the daemon resolves them.
 DEFS = Definitions(assets=[srl_checkpoint, rlvr_checkpoint], sensors=[spot_interruption_sensor],
-                   resources={"store": ArtifactStore(root="unused"), "training_backend": LocalTrainingBackend()})
+                   resources={"store": ArtifactStore(root="unused"), "training_backend": LocalTrainingBackend(),
+                              "monitoring": MonitoringResource()})
 
 
 def launching_run(instance: DagsterInstance, status=DagsterRunStatus.FAILURE, **tags):
