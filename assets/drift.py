@@ -41,7 +41,6 @@ from srl_platform.serving import MANIFEST_KEY, version_label
 from srl_platform.storage import ArtifactStoreClient, content_hash
 from srl_platform.tiers import STUDENT_TIERS
 
-WEAKNESS_PROFILE_KEY = SERVING_PROFILE_KEY
 CHECK_NAME = "no_serving_drift"
 _COLUMNS = ["prompt", "completion", "model", "adapter_version", "completion_tokens", "timestamp",
             "task_family", "reference_answer", "extra", "source_file", "line", "row_digest"]
@@ -144,7 +143,7 @@ def serving_weakness_profile(context: AssetExecutionContext, config: WeaknessPro
     body = json.dumps({"weakness_profile": profile.as_dict(), "tier": config.tier,
                        "serving_version": result["version"], "window": result["window"],
                        "drifted": result["drifted"]}, indent=2, sort_keys=True).encode() + b"\n"
-    uri = client.put_bytes(WEAKNESS_PROFILE_KEY, body)
+    uri = client.put_bytes(SERVING_PROFILE_KEY, body)
     lines = ["| dimension | value | error rate | rows |", "|---|---|---:|---:|"]
     for dimension, rates in profile.error_rates.items():
         for value, rate in rates.items():

@@ -41,7 +41,6 @@ REFUSAL = re.compile(
 """What reads as a refusal in a completion (English; the rate is compared, so a stable miss cancels)."""
 CLASSIFIERS = {"arithmetic": arithmetic.classify}
 """Families whose weakness dimensions can be read from a prompt alone (the rest count by family)."""
-METRICS = ("pass_rate", "mean_step_reward", "mean_output_tokens", "refusal_rate", "escalation_rate")
 
 
 @dataclass(frozen=True)
