@@ -34,6 +34,7 @@ from sensors.schedules import (
     trace_generation_job,
 )
 from sensors.drift import serving_drift_sensor, weakness_profile_job
+from sensors.serving import serving_deploy_sensor
 from sensors.serving_logs import serving_logs_sensor
 from sensors.spot import spot_interruption_sensor
 
@@ -57,14 +58,16 @@ defs = Definitions(
     asset_checks=load_asset_checks_from_modules([data, training, evaluation, drift]),
     jobs=[nightly_cascade_job, distillation_job, serving_job, trace_generation_job, weakness_profile_job],
     schedules=[nightly_cascade, nightly_generation],
-    sensors=[serving_logs_sensor, spot_interruption_sensor, nightly_cascade_sensor, serving_drift_sensor],
+    sensors=[serving_logs_sensor, spot_interruption_sensor, nightly_cascade_sensor, serving_drift_sensor,
+             serving_deploy_sensor],
     resources={
         "store": ArtifactStore(root=os.environ.get("SRL_ARTIFACT_ROOT", str(STATE / "artifacts"))),
         "training_backend": _training_backend(),
         # SRL_REGISTRY=sagemaker: SageMaker Model Registry (model package groups srl-<tier>).
         "registry": ModelRegistryResource(backend=os.environ.get("SRL_REGISTRY", "local")),
         # SRL_METRICS=cloudwatch: metrics, dashboards, alarms and the budget in CloudWatch / AWS Budgets.
-        "monitoring": MonitoringResource(backend=os.environ.get("SRL_METRICS", "local")),
+        "monitoring": MonitoringResource(backend=os.environ.get("SRL_METRICS", "local"),
+                                         notify_email=os.environ.get("SRL_ALERT_EMAIL")),
         # SRL_SERVING_KIND=vllm SRL_SERVING_URL=http://host:8000 for a vLLM server started with --enable-lora.
         "serving": ServingResource(kind=os.environ.get("SRL_SERVING_KIND", "embedded"),
                                    url=os.environ.get("SRL_SERVING_URL", "http://127.0.0.1:8000"),

@@ -28,8 +28,9 @@ from dagster import (
 from assets.data import OWNERS
 from resources.serving import ServingResource
 from resources.storage import ArtifactStore
-from srl_platform.serving import MANIFEST_KEY
+from srl_platform.serving import MANIFEST_KEY, version_label
 from srl_platform.serving_backends import ServingUnavailable, TierOutcome, sync_manifest
+from srl_platform.serving_server import ADAPTER_INFO
 from srl_platform.storage import ArtifactStoreClient, content_hash, get_dir
 from srl_platform.tiers import ADAPTER_WEIGHTS
 
@@ -46,13 +47,20 @@ def store_key(client: ArtifactStoreClient, uri: str) -> str:
     return uri[len(root):]
 
 
-def fetch_adapter(client: ArtifactStoreClient, adapter_dir: Path, tier: str, entry: dict) -> Path:
-    """Download a manifest entry's adapter to `adapter_dir/tier/data_version` once (a directory
-    appears complete or not at all) and return that path: the same version gives the same path."""
+def adapter_path(adapter_dir: Path, tier: str, entry: dict) -> Path:
+    """Where a manifest entry's adapter is (or will be) downloaded: the root the server reports for it."""
     name = entry.get("data_version") or f"v{entry['serving_version']}"
     if not _SAFE_NAME.match(str(name)):
         raise ValueError(f"serving manifest: tiers[{tier!r}].data_version {name!r} is not a safe directory name")
-    target = (adapter_dir / tier / str(name)).resolve()
+    return (adapter_dir / tier / str(name)).resolve()
+
+
+def fetch_adapter(client: ArtifactStoreClient, adapter_dir: Path, tier: str, entry: dict) -> Path:
+    """Download a manifest entry's adapter to `adapter_dir/tier/data_version` once (a directory
+    appears complete or not at all) and return that path: the same version gives the same path.
+    `srl_adapter.json` beside the weights names the tier and version, which `srl serve` writes as
+    the serving logs' `adapter_version` (the drift sensor compares traffic per version)."""
+    target = adapter_path(adapter_dir, tier, entry)
     if (target / ADAPTER_WEIGHTS).is_file():
         return target
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
@@ -60,6 +68,9 @@ def fetch_adapter(client: ArtifactStoreClient, adapter_dir: Path, tier: str, ent
         get_dir(client, store_key(client, entry["adapter_uri"]), staging)
         if not (staging / ADAPTER_WEIGHTS).is_file():
             raise FileNotFoundError(f"{entry['adapter_uri']} holds no {ADAPTER_WEIGHTS}")
+        (staging / ADAPTER_INFO).write_text(json.dumps(
+            {"tier": tier, "version": version_label(entry["serving_version"]),
+             "data_version": entry.get("data_version")}, sort_keys=True))
         if target.exists():  # an earlier, interrupted copy without weights
             shutil.rmtree(target)
         os.replace(staging, target)

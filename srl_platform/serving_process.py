@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +40,12 @@ class RunningServer:
 @contextmanager
 def embedded_server(base_model: str, adapters: Mapping[str, str | Path] | None = None, *,
                     max_lora_rank: int = 16, dtype: str = "bfloat16", host: str = "127.0.0.1", port: int = 0,
-                    startup_timeout_s: float = 300.0, log_path: Path | None = None,
+                    startup_timeout_s: float = 300.0, log_path: Path | None = None, extra_args: Sequence[str] = (),
                     **serving_options) -> Iterator[RunningServer]:
     """Start `python -m srl_platform.serving_server`, wait until `/health` answers, yield it, and stop
-    it with SIGTERM (it finishes the requests it accepted) when the block ends. `port=0` lets the
-    server pick a free port. `serving_options` go to `EmbeddedServing`."""
+    it with SIGTERM (it finishes the requests it accepted, and writes its serving logs and metrics)
+    when the block ends. `port=0` lets the server pick a free port. `extra_args` are more `srl serve`
+    options (`--router`, `--serving-logs`, `--metrics`); `serving_options` go to `EmbeddedServing`."""
     if log_path is None:
         descriptor, temp_name = tempfile.mkstemp(prefix="srl-serve-", suffix=".log")
         os.close(descriptor)
@@ -53,6 +54,7 @@ def embedded_server(base_model: str, adapters: Mapping[str, str | Path] | None =
                "--host", host, "--port", str(port), "--max-lora-rank", str(max_lora_rank), "--dtype", dtype]
     for name, directory in (adapters or {}).items():
         command += ["--adapter", f"{name}={directory}"]
+    command += list(extra_args)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})

@@ -25,6 +25,17 @@ the model object it resolved for its whole generation, so in-flight requests fin
 they started with, and a load that fails at any point leaves the previous adapter serving. Generation
 is serialized by a lock (one CPU's worth of compute either way): requests queue, none is dropped. On
 SIGTERM the server stops accepting connections and waits for the requests it has accepted.
+
+Routing: with `--router ROUTER_JSON` (`serving/router.json` from the `router_settings` asset, a path
+or s3:// URI, re-read when it changes), a request for `model: "router"` is sent to the cheapest served
+tier expected to clear its target (`srl_platform.router`). It names its `task_family` (and may give
+`difficulty`, `target` and, for a cascade, the `reference_answer` the verifier checks); the answer's
+`model` is the tier that answered and `srl_router` the decision with every candidate's expected
+quality and cost.
+
+Telemetry (`srl_platform.serving_telemetry`): `--serving-logs` writes one collector-format row per
+answered request (where `serving_logs_sensor` reads: `$SRL_SERVING_LOGS`), `--metrics` sends
+serving and router metrics to the local metrics store or CloudWatch.
 """
 
 from __future__ import annotations
@@ -43,9 +54,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from srl_platform.serving_telemetry import UNKNOWN_TIER, ServingTelemetry, log_row
 from srl_platform.tiers import ADAPTER_WEIGHTS
 
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_INFO = "srl_adapter.json"
+"""Written next to an adapter by `served_adapters`: {"tier", "version" ("v3"), "data_version"}."""
+ROUTER_MODEL = "router"
+"""The served name of routed requests (with `--router`)."""
+ROUTER_REFRESH_S = 30.0
+"""How often an s3:// router table is re-read (a local one is re-read when its file changes)."""
 DEFAULT_MAX_TOKENS = 256
 ROLES = ("system", "user", "assistant")
 
@@ -78,6 +96,8 @@ class ServedModel:
     """The base model's served name for an adapter; None for the base model."""
     fingerprint: str
     """`system_fingerprint` of every answer from this model."""
+    version: str
+    """The serving logs' `adapter_version`: `srl_adapter.json`'s version ("v3"), else the fingerprint."""
     model: Any
     """A transformers model with the adapter merged in; never modified after it is served."""
     created: int
@@ -106,10 +126,69 @@ def weights_fingerprint(name: str, directory: Path) -> str:
     return f"{name}-{digest[:12]}"
 
 
+def adapter_version(directory: Path, fingerprint: str) -> str:
+    """The version `served_adapters` recorded in `directory/srl_adapter.json`, else `fingerprint`."""
+    try:
+        version = json.loads((directory / ADAPTER_INFO).read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return fingerprint
+    return version if isinstance(version, str) and version.strip() else fingerprint
+
+
+class RouterSource:
+    """The router table a `--router` path or s3:// URI holds, re-read when it changes; a table that
+    no longer parses is reported and the previous one keeps routing."""
+
+    def __init__(self, uri: str) -> None:
+        from srl_platform.router import Router
+
+        self.uri, self._parse = uri, Router.from_json
+        self._stamp, self._checked = None, 0.0
+        self._lock = threading.Lock()
+        self.router = self._parse(self._read())  # at start-up a bad table is an error, not a warning
+        self._stamp = self._version()
+
+    def _read(self) -> bytes:
+        if self.uri.startswith("s3://"):
+            bucket, _, key = self.uri[len("s3://"):].partition("/")
+            return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return Path(self.uri).read_bytes()
+
+    def _version(self):
+        if self.uri.startswith("s3://"):
+            bucket, _, key = self.uri[len("s3://"):].partition("/")
+            return _s3().head_object(Bucket=bucket, Key=key)["ETag"]
+        status = Path(self.uri).stat()
+        return status.st_mtime_ns, status.st_size
+
+    def get(self):
+        with self._lock:
+            now = time.monotonic()
+            if self.uri.startswith("s3://") and now - self._checked < ROUTER_REFRESH_S:
+                return self.router
+            self._checked = now
+            try:
+                stamp = self._version()
+                if stamp != self._stamp:
+                    self.router, self._stamp = self._parse(self._read()), stamp
+                    _log(f"reloaded the router table from {self.uri}")
+            except Exception as error:
+                _log(f"warning: reloading the router table from {self.uri} failed, routing with the previous "
+                     f"one: {type(error).__name__}: {error}")
+            return self.router
+
+
+def _s3():
+    import boto3  # AWS settings (credentials, region, AWS_ENDPOINT_URL) from the environment
+
+    return boto3.client("s3")
+
+
 class ModelTable:
     """The served names, their models, and the locks that make a swap atomic."""
 
-    def __init__(self, base_model: str, dtype: str, max_lora_rank: int):
+    def __init__(self, base_model: str, dtype: str, max_lora_rank: int, router: RouterSource | None = None,
+                 telemetry: ServingTelemetry | None = None):
         from transformers.utils import logging as transformers_logging
 
         from srl_platform.evaluate import load_policy_model
@@ -122,9 +201,10 @@ class ModelTable:
         self.base_dir = resolve_base_model(base_model)
         self.dtype = dtype
         self.max_lora_rank = max_lora_rank
+        self.router, self.telemetry = router, telemetry or ServingTelemetry()
         self.tokenizer, model = load_policy_model(str(self.base_dir), None, dtype)
         self._models = {base_model: ServedModel(base_model, str(self.base_dir), None, f"{base_model}-base",
-                                                model, int(time.time()))}
+                                                "base", model, int(time.time()))}
         self._names = threading.Lock()  # guards _models: held for lookups and the swap only
         self._loading = threading.Lock()  # one load/unload at a time: bounded memory, no racing loads
         self._generating = threading.Lock()
@@ -152,9 +232,10 @@ class ModelTable:
         load_inplace = body.get("load_inplace", False)
         if not isinstance(load_inplace, bool):
             raise bad_field("load_inplace", f"must be true or false, got {load_inplace!r}")
-        if name == self.base_name:
+        if name in (self.base_name, ROUTER_MODEL):
             raise ApiError(HTTPStatus.BAD_REQUEST, f"The lora adapter name '{name}' conflicts with a served "
-                           "base model name.", "InvalidUserInput", "lora_name")
+                           f"{'base model' if name == self.base_name else 'router'} name.", "InvalidUserInput",
+                           "lora_name")
         with self._loading:
             with self._names:
                 loaded = name in self._models
@@ -197,8 +278,9 @@ class ModelTable:
         except Exception as error:  # corrupt or mismatched weights: the previous adapter keeps serving
             raise ApiError(HTTPStatus.BAD_REQUEST, f"Loading lora {name} from {directory} failed: "
                            f"{type(error).__name__}: {error}", param="lora_path") from None
-        return ServedModel(name, str(directory), self.base_name, weights_fingerprint(name, directory), model,
-                           int(time.time()))
+        fingerprint = weights_fingerprint(name, directory)
+        return ServedModel(name, str(directory), self.base_name, fingerprint, adapter_version(directory, fingerprint),
+                           model, int(time.time()))
 
     def unload(self, body: dict) -> str:
         name = body.get("lora_name")
@@ -214,18 +296,93 @@ class ModelTable:
         return f"Success: LoRA adapter '{name}' removed successfully."
 
     def chat(self, body: dict) -> dict:
+        """Answer a chat completion (routed when `model` is "router"), and record it."""
+        started = time.monotonic()
+        name = body.get("model")
+        try:
+            if not isinstance(name, str) or not name:
+                raise bad_field("model", f"must be the name of a served model, got {name!r}")
+            messages = _messages(body.get("messages"))
+            sampling = _sampling(body)
+            if name == ROUTER_MODEL:
+                answer, tried, versions, decision = self._route(body, messages, sampling)
+            else:
+                served = self.get(name)  # resolved once: a swap during generation does not change it
+                answer = self._generate(served, messages, sampling)
+                tried = {name: ((time.monotonic() - started) * 1000, answer["usage"]["total_tokens"])}
+                versions, decision = {name: served.version}, None
+        except Exception:
+            with self._names:
+                known = isinstance(name, str) and (name in self._models or name == ROUTER_MODEL)
+            self.telemetry.failed(name if known else UNKNOWN_TIER, (time.monotonic() - started) * 1000)
+            raise
+        if self.telemetry.enabled:
+            row = log_row(_last_user(messages), answer, versions[answer["model"]],
+                          (time.monotonic() - started) * 1000, body)
+            if decision is not None:
+                row.update(escalated=decision.escalated, attempts=[a.tier for a in decision.attempts])
+            self.telemetry.answered(row, tried, decision)
+        return answer
+
+    def _route(self, body: dict, messages: list[dict], sampling: tuple):
+        """The router's decision for a request and the answer of the tier it chose."""
+        from dataclasses import replace
+
+        from srl_platform.router import Router, verifier
+        from srl_platform.tasks import FAMILY_NAMES
+
+        if self.router is None:
+            raise ApiError(HTTPStatus.NOT_FOUND, f"The model `{ROUTER_MODEL}` does not exist: start srl serve "
+                           "with --router ROUTER_JSON to route requests.", "NotFoundError", "model")
+        family, difficulty = body.get("task_family"), body.get("difficulty")
+        target, reference = body.get("target"), body.get("reference_answer")
+        if family not in FAMILY_NAMES:
+            raise bad_field("task_family", f"must be one of {', '.join(FAMILY_NAMES)} to route a request, "
+                            f"got {family!r}")
+        if difficulty is not None and (not isinstance(difficulty, str | int) or isinstance(difficulty, bool)):
+            raise bad_field("difficulty", f"must be a string, an integer or null, got {difficulty!r}")
+        if reference is not None and not isinstance(reference, str):
+            raise bad_field("reference_answer", f"must be a string or null, got {reference!r}")
+        routing = self.router.get()
+        if routing.settings.cascade and reference is None:
+            raise bad_field("reference_answer", "is required: the router cascades (tries the cheapest tier and "
+                            "escalates when the verifier rejects its answer), which needs the answer to check")
+        with self._names:
+            loaded = set(self._models)
+        try:
+            router = Router(routing.table, replace(routing.settings,
+                                                   tiers=tuple(t for t in routing.settings.tiers if t in loaded)))
+        except ValueError as error:
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, f"no tier to route to on this server: {error}",
+                           "ServiceUnavailableError", "model") from None
+        answers, tried, versions = {}, {}, {}
+
+        def solve(tier: str) -> str:
+            started = time.monotonic()
+            served = self.get(tier)
+            answers[tier] = self._generate(served, messages, sampling)
+            tried[tier] = ((time.monotonic() - started) * 1000, answers[tier]["usage"]["total_tokens"])
+            versions[tier] = served.version
+            return answers[tier]["choices"][0]["message"]["content"]
+
+        try:
+            decision = router.answer(family, solve, verifier(family, reference) if reference is not None else None,
+                                     difficulty, target)
+        except ValueError as error:  # the one left: a target outside the metric's range
+            raise bad_field("target", str(error)) from None
+        answer = answers[decision.tier]
+        answer["srl_router"] = {k: v for k, v in decision.as_dict().items() if k != "answer"}
+        return answer, tried, versions, decision
+
+    def _generate(self, served: ServedModel, messages: list[dict], sampling: tuple) -> dict:
         import torch
 
         from srl_platform.prompts import render
 
-        name = body.get("model")
-        if not isinstance(name, str) or not name:
-            raise bad_field("model", f"must be the name of a served model, got {name!r}")
-        messages = _messages(body.get("messages"))
-        max_tokens, temperature, top_p, seed = _sampling(body)
-        served = self.get(name)  # resolved once: a swap during generation does not change it
+        max_tokens, temperature, top_p, seed = sampling
+        name = served.name
         prompt = render(self.tokenizer, messages)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
+        options = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
             else {"do_sample": False}
         # One lock for tokenizing too: a fast tokenizer used from two threads at once can fail
         # ("Already borrowed").
@@ -241,7 +398,7 @@ class ModelTable:
                 torch.manual_seed(seed)
             output = served.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                            max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                           **sampling)
+                                           **options)
             new = output[0, input_ids.shape[1]:].tolist()
             text = self.tokenizer.decode(new, skip_special_tokens=True)
         eos = served.model.generation_config.eos_token_id
@@ -255,6 +412,10 @@ class ModelTable:
             "usage": {"prompt_tokens": input_ids.shape[1], "completion_tokens": len(new),
                       "total_tokens": input_ids.shape[1] + len(new)},
         }
+
+
+def _last_user(messages: list[dict]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
 
 
 def _messages(messages) -> list[dict]:
@@ -384,19 +545,49 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--adapter", action="append", type=parse_adapter, default=[], metavar="NAME=DIR",
                         help="an adapter served under NAME from the start (repeatable)")
     parser.add_argument("--dtype", choices=["bfloat16", "float32", "float16"], default="bfloat16")
+    parser.add_argument("--router", metavar="ROUTER_JSON",
+                        help="route requests for model \"router\" with this table (router_settings' "
+                             "serving/router.json: a path or s3:// URI, re-read when it changes)")
+    parser.add_argument("--serving-logs", metavar="DIR_OR_S3",
+                        help="write a serving-log row per answered request here (a folder or s3://bucket/prefix; "
+                             "serving_logs_sensor collects from $SRL_SERVING_LOGS)")
+    parser.add_argument("--metrics", metavar="STORE|cloudwatch[:NAMESPACE]",
+                        help="send serving and router metrics to an artefact store's metrics/ (a folder or "
+                             "s3://bucket/prefix: $SRL_ARTIFACT_ROOT) or to CloudWatch (default namespace "
+                             "srl-platform)")
     return parser
+
+
+def telemetry_from_args(args) -> ServingTelemetry:
+    """The serving logs and metrics sink `--serving-logs` and `--metrics` name."""
+    from srl_platform.monitoring import CloudWatchMetricsSink, LocalMetricsSink
+    from srl_platform.storage import open_store
+
+    logs = open_store(args.serving_logs) if args.serving_logs else None
+    sink = None
+    if args.metrics and args.metrics.split(":", 1)[0] == "cloudwatch":
+        import boto3
+
+        namespace = args.metrics.partition(":")[2] or "srl-platform"
+        sink = CloudWatchMetricsSink(boto3.client("cloudwatch"), namespace)
+    elif args.metrics:
+        sink = LocalMetricsSink(open_store(args.metrics))
+    return ServingTelemetry(logs, sink)
 
 
 def serve(args) -> int:
     from srl_platform.models import ModelNotFoundError
 
     try:
-        table = ModelTable(args.base_model, args.dtype, args.max_lora_rank)
+        router = RouterSource(args.router) if args.router else None
+        telemetry = telemetry_from_args(args)
+        table = ModelTable(args.base_model, args.dtype, args.max_lora_rank, router, telemetry)
         for name, directory in args.adapter:
             table.load({"lora_name": name, "lora_path": directory})
-    except (ApiError, ModelNotFoundError, ValueError) as error:
+    except (ApiError, ModelNotFoundError, ValueError, OSError) as error:
         _log(f"error: {getattr(error, 'message', error)}")
         return 2
+    telemetry.start()
     httpd = _Server((args.host, args.port), make_handler(table))
     host, port = httpd.server_address[:2]
     # shutdown() waits for serve_forever() to return, so it must run off the thread that serves.
@@ -408,6 +599,7 @@ def serve(args) -> int:
         pass
     finally:
         httpd.server_close()
+        telemetry.close()
     _log("stopped")
     return 0
 

@@ -133,6 +133,16 @@ class S3ArtifactStore:
         return sorted(k[cut:] for k in keys)
 
 
+def open_store(root: str | Path) -> ArtifactStoreClient:
+    """The store at a local folder or `s3://bucket/prefix` (boto3's S3 client, configured from the
+    environment: credentials, region, AWS_ENDPOINT_URL)."""
+    if str(root).startswith("s3://"):
+        import boto3
+
+        return S3ArtifactStore(str(root), boto3.client("s3"))
+    return LocalArtifactStore(root)
+
+
 def put_dir(store: ArtifactStoreClient, key: str, directory: Path) -> str:
     """Upload every file under `directory` to `key/…`; returns the URI of `key`."""
     for path in sorted(directory.rglob("*")):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,3 +64,31 @@ def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.02) -> 
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(interval_s)
+
+
+def random_lora(base_dir: Path, out: Path, seed: int, r: int = 4) -> Path:
+    """A saved peft LoRA whose B matrices are random (peft's default B = 0 would change nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=r, lora_alpha=r, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM",
+                                      init_lora_weights=False))
+    model.save_pretrained(out)
+    return out
+
+
+def post(url: str, path: str, body: dict) -> tuple[int, dict | str]:
+    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, raw = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read().decode()
+    try:
+        return status, json.loads(raw)
+    except json.JSONDecodeError:
+        return status, raw

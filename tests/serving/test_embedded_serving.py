@@ -9,16 +9,14 @@ text, which must equal what the same merged weights produce in this process.
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from serving_support import post, random_lora
 
 from srl_platform.clients.base import GenerationParams, ModelClientError
 from srl_platform.serving_backends import AdapterRejected, SwapFailed
@@ -28,20 +26,6 @@ from srl_platform.serving_server import weights_fingerprint
 ASK = [{"role": "user", "content": "What is 2 + 3?"}]
 MAX_TOKENS = 4
 GREEDY = GenerationParams(max_tokens=MAX_TOKENS, temperature=0.0)
-
-
-def random_lora(base_dir: Path, out: Path, seed: int, r: int = 4) -> Path:
-    """A saved peft LoRA whose B matrices are random (peft's default B = 0 would change nothing)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                           LoraConfig(r=r, lora_alpha=r, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM",
-                                      init_lora_weights=False))
-    model.save_pretrained(out)
-    return out
 
 
 def reference_answer(base_dir: Path, adapter: Path) -> str:
@@ -69,20 +53,6 @@ def adapters(base_model_dir, tmp_path_factory) -> dict:
     wide = random_lora(base_model_dir, root / "wide", seed=3, r=16)
     return {"v1": v1, "v2": v2, "corrupt": corrupt, "wide": wide,
             "v2_answer": reference_answer(base_model_dir, v2)}
-
-
-def post(url: str, path: str, body: dict) -> tuple[int, dict | str]:
-    request = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            status, raw = response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        status, raw = error.code, error.read().decode()
-    try:
-        return status, json.loads(raw)
-    except json.JSONDecodeError:
-        return status, raw
 
 
 class Stream:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from dagster import DagsterInstance, materialize
 from serving_support import fake_adapter, running_stub
@@ -91,3 +93,41 @@ def test_an_unreachable_endpoint_fails_the_asset_clearly(world):
                  and e.step_key == "served_adapters"]
     message = failure.step_failure_data.error.message
     assert f"the vllm serving endpoint {url} is unreachable" in message and "srl serve" in message
+
+
+def test_the_deploy_sensor_requests_a_deploy_when_the_endpoint_lags_the_manifest(world):
+    from dagster import RunRequest, SkipReason, build_sensor_context
+
+    from sensors.serving import serving_deploy_sensor
+
+    def tick(url: str):
+        resources = {"store": ArtifactStore(root=world["store"].root),
+                     "serving": ServingResource(kind="vllm", url=url, adapter_dir=str(world["cache"]))}
+        with build_sensor_context(instance=world["instance"], resources=resources) as context:
+            return serving_deploy_sensor(context)
+
+    down = f"http://127.0.0.1:{free_port()}"
+    assert "does not exist yet" in tick(down).skip_message
+    world["approve"]("gold", "a")
+    materialize([serving_manifest], instance=world["instance"],
+                resources={"store": ArtifactStore(root=world["store"].root), "registry": ModelRegistryResource()})
+    skipped = tick(down)
+    assert isinstance(skipped, SkipReason) and "does not answer" in skipped.skip_message
+
+    with running_stub() as url:
+        first = tick(url)
+        assert isinstance(first, RunRequest) and first.tags["srl/deploy"] == "gold=v1"
+        assert tick(url).run_key == first.run_key  # the same mismatch is the same request
+
+        _, meta, check = run(world, url)  # what the requested run does
+        assert check.passed
+        [v1_dir] = (world["cache"] / "gold").iterdir()
+        assert json.loads((v1_dir / "srl_adapter.json").read_text())["version"] == "v1"
+        assert "serves every tier's approved version" in tick(url).skip_message
+
+        world["approve"]("gold", "b")  # a promotion
+        materialize([serving_manifest], instance=world["instance"],
+                    resources={"store": ArtifactStore(root=world["store"].root), "registry": ModelRegistryResource()})
+        second = tick(url)
+        assert isinstance(second, RunRequest) and second.tags["srl/deploy"] == "gold=v2"
+        assert second.run_key != first.run_key
