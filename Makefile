@@ -18,7 +18,7 @@ export DAGSTER_HOME := $(CURDIR)/.state/dagster
 # quality report, registry decision); the serving manifest. A tier that fails its quality gate
 # fails its step (the blocking check) and the cascade goes on: the manifest records the fallback.
 CASCADE := $(BIN)/dagster asset materialize -f definitions.py
-TRAINING := not key:generated_traces and not group:distillation and not group:promotion
+TRAINING := (group:data or group:training or group:evaluation) and not key:generated_traces
 DISTILLATION := group:distillation or key:quality_report or key:registered_model
 demo: model $(DAGSTER_HOME)/dagster.yaml
 	$(CASCADE) --select generated_traces --partition $(TODAY)

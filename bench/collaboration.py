@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import append_json, machine
 
-SCALES = {"smoke": {"proposals": 8, "solver_problems": 8}, "full": {"proposals": 64, "solver_problems": 32}}
+SCALES = {"smoke": {"proposals": 4, "solver_problems": 4}, "full": {"proposals": 64, "solver_problems": 32}}
 
 
 def _solver_alone(client, family, problems: list[dict], example: dict | None) -> dict:

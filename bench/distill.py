@@ -14,6 +14,8 @@ otherwise. Prints, and appends as one JSON line:
 - each tier's gate verdict and what the manifest serves.
 
     python bench/distill.py [--distill-steps N] [--json-out runs/bench.jsonl]
+    python bench/distill.py --scale smoke --keep runs/distill-smoke  # every step at toy budgets, in
+                                                                     # minutes; keeps the artefacts
     python bench/distill.py --artifacts .state/artifacts   # the figures of a cascade already run
                                                            # (`make demo`: the same default budgets)
 """
@@ -22,18 +24,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import append_json, machine
+from common import append_json, machine, tiny_model
+
+# Run config per scale. full: the tiers' embedded budgets. smoke: every tier on the tests' tiny
+# random model (TINY: bench/common.tiny_model), one optimizer step per training asset and a handful
+# of problems, to show every step runs in about a minute (its figures say nothing about quality).
+TINY = "{tiny}"
+SCALES = {
+    "full": {},
+    "smoke": {
+        "expert_traces": {"n": 60},
+        "srl_checkpoint": {"base_model": TINY, "max_steps": 1, "num_generations": 4, "max_completion_length": 16},
+        "rlvr_checkpoint": {"base_model": TINY, "max_steps": 1, "num_generations": 4, "max_completion_length": 16},
+        "teacher_traces": {"teacher_base_model": TINY, "max_prompts": 4, "max_new_tokens": 16},
+        "distilled_adapter": {"base_model": TINY, "teacher_base_model": TINY, "max_steps": 1,
+                              "max_completion_length": 16},
+        "quality_report": {"base_model": TINY, "teacher_base_model": TINY, "max_problems": 4,
+                           "max_step_instances": 4, "solve_max_new_tokens": 16, "step_max_new_tokens": 16},
+    },
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full",
+                        help="full: the tiers' embedded budgets; smoke: one step per training asset")
     parser.add_argument("--distill-steps", type=int, default=None, help="override the tiers' distill_budget")
-    parser.add_argument("--eval-problems", type=int, default=16)
+    parser.add_argument("--eval-problems", type=int, default=None,
+                        help="held-out problems per quality report (default 16; smoke 4)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy the cascade's artefact root here (bench/router.py --artifacts reads it)")
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--artifacts", type=Path, default=None,
                         help="read the reports and manifest of a cascade already run into this artefact "
@@ -86,14 +112,30 @@ def run_cascade(args, started: float) -> tuple[dict, dict]:
                   f"({time.monotonic() - started:.0f} s)", flush=True)
             return result
 
-        run(["expert_traces", "validated_traces", "srl_steps", "rlvr_problems"])
-        run(["srl_checkpoint", "rlvr_checkpoint"], "bronze")
-        distill = {"max_steps": args.distill_steps} if args.distill_steps is not None else {}
-        quality = {"max_problems": args.eval_problems}
+        tiny = str(tiny_model(Path(tmp) / "tiny-model")) if args.scale == "smoke" else None
+        ops = {name: {"config": {k: tiny if v == TINY else v for k, v in config.items()}}
+               for name, config in SCALES[args.scale].items()}
+        ops.setdefault("distilled_adapter", {"config": {}})
+        ops.setdefault("quality_report", {"config": {}})
+        if args.distill_steps is not None:
+            ops["distilled_adapter"]["config"]["max_steps"] = args.distill_steps
+        if args.eval_problems is not None:
+            ops["quality_report"]["config"]["max_problems"] = args.eval_problems
+        ops["quality_report"]["config"].setdefault("max_problems", 16)
+
+        def only(*names):
+            return {n: ops[n] for n in names if n in ops}
+
+        run(["expert_traces", "validated_traces", "srl_steps", "rlvr_problems"], config=only("expert_traces"))
+        run(["srl_checkpoint", "rlvr_checkpoint"], "bronze", only("srl_checkpoint", "rlvr_checkpoint"))
         for tier in ("silver", "gold"):
             run(["teacher_traces", "distilled_adapter", "quality_report", "registered_model"], tier,
-                {"distilled_adapter": {"config": distill}, "quality_report": {"config": quality}})
+                only("teacher_traces", "distilled_adapter", "quality_report"))
         run(["serving_manifest"])
+        if args.keep is not None:
+            shutil.rmtree(args.keep, ignore_errors=True)
+            shutil.copytree(root, args.keep)
+            print(f"artefacts kept in {args.keep}", flush=True)
         return read_results(root)
 
 
@@ -109,8 +151,10 @@ def summarize(args, reports: dict, manifest: dict, started: float) -> None:
         "bench": "distill", **machine(), "wall_s": round(time.monotonic() - started, 1),
         "budgets": {t: {"srl": vars(get_tier(t).srl_budget), "rlvr": vars(get_tier(t).rlvr_budget),
                         "distill": vars(get_tier(t).distill_budget)} for t in ("bronze", "silver", "gold")},
+        "run_config": SCALES[args.scale] if args.artifacts is None else None,
         "distill_steps_override": args.distill_steps,
-        "artifacts": str(args.artifacts) if args.artifacts else None, "eval_problems": args.eval_problems,
+        "scale": args.scale, "artifacts": str(args.artifacts) if args.artifacts else None,
+        "eval_problems": args.eval_problems,
         "bronze": bronze, "silver": silver, "gold": gold,
         "gold_over_bronze_accuracy": ratio(gold["accuracy"], bronze["accuracy"]),
         "gold_over_bronze_step_reward": ratio(gold["mean_step_reward"], bronze["mean_step_reward"]),

@@ -40,7 +40,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from common import append_json, machine
+from common import append_json, machine, tiny_model
 
 INTERVALS_MINUTES = (1, 5, 30)
 BUDGETS = {  # per-step work: mechanics for the tiny model, the embedded default's shape for SmolLM2
@@ -48,26 +48,6 @@ BUDGETS = {  # per-step work: mechanics for the tiny model, the embedded default
     "smollm2": {"prompts_per_step": 1, "num_generations": 4, "max_completion_length": 32},
 }
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def tiny_model(out: Path) -> Path:
-    """The tests' tiny model (tests/conftest.py): SmolLM2's tokenizer on a 2-layer random Llama."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from srl_platform.models import DEFAULT_BASE_MODEL, pull
-
-    tokenizer = AutoTokenizer.from_pretrained(pull(DEFAULT_BASE_MODEL, log=lambda msg: None))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def seed_store(root: Path) -> None:
@@ -244,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after the first optimizer step when the trainer is SIGKILLed")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="optimizer steps per run (default: 240 tiny, 20 smollm2); must outlast the kill")
+    parser.add_argument("--intervals", type=float, nargs="+", default=list(INTERVALS_MINUTES),
+                        help="checkpoint intervals in minutes, before scaling (default: 1 5 30)")
     parser.add_argument("--json-out", type=Path, default=None, help="append one JSON line with the results")
     args = parser.parse_args(argv)
     args.max_steps = args.max_steps or {"tiny": 240, "smollm2": 20}[args.model]
@@ -259,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         # The trainer's output (echoed by the local backend) goes to a file, the table to stdout.
         with open(scratch / "trainer.log", "w") as log, contextlib.redirect_stdout(log):
-            for minutes in INTERVALS_MINUTES:
+            for minutes in args.intervals:
                 results.append(measure(minutes, args, model_dir, scratch))
                 print(json.dumps(results[-1]), file=sys.__stdout__, flush=True)
 

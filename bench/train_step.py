@@ -59,8 +59,8 @@ from srl_platform.tiers import get_tier
 
 SCALES = {
     # optimizer steps, G (rollouts per prompt), prompts per step, completion tokens, repeats
-    "smoke": {"max_steps": 4, "num_generations": 4, "prompts_per_step": 1,
-              "max_completion_length": 32, "repeats": 1},
+    "smoke": {"max_steps": 3, "num_generations": 4, "prompts_per_step": 1,
+              "max_completion_length": 16, "repeats": 1},
     "full": {"max_steps": 8, "num_generations": 8, "prompts_per_step": 2,
              "max_completion_length": 64, "repeats": 2},
 }
@@ -332,7 +332,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="smoke",
-                        help="smoke: 4 steps, G=4, 1 prompt, 32 tokens, once (a few minutes on 2 "
+                        help="smoke: 3 steps, G=4, 1 prompt, 16 tokens, once (a few minutes on 2 "
                              "cores); full: 8 steps, G=8, 2 prompts, 64 tokens, twice")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path, default=None, help="append one JSON line with the results")

@@ -1,4 +1,4 @@
-"""`srl`: the platform's command line (models, data, generate, collect, train, eval, serve, demo)."""
+"""`srl`: the platform's command line (models, data, generate, collect, train, eval, serve, demo, bench)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-problems", type=int, default=16)
     ev.add_argument("--max-step-instances", type=int, default=32)
     ev.add_argument("--format-policy", choices=["strict", "prefill", "none"], default="none")
+    ev.add_argument("--samples-k", type=int, default=0,
+                    help="also sample K solutions per problem and report mean_of_k_accuracy")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the sampling pass")
     ev.set_defaults(handler=_cmd_eval)
 
     from srl_platform.serving_server import build_parser as build_serve_parser
@@ -63,7 +66,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", default=".state/demo", help="where the demo writes its files")
     demo.add_argument("--tier", default="gold")
     demo.set_defaults(handler=_cmd_demo)
+
+    from srl_platform.bench_runner import BENCHES, SCALES
+
+    bench = sub.add_parser(
+        "bench", help="run every benchmark in bench/ and write its BENCHMARKS.md section",
+        description="Run the benchmarks in bench/ (each a subprocess, in order: "
+                    + ", ".join(b.name for b in BENCHES) + ") and write one BENCHMARKS.md section "
+                    "per benchmark: command, machine, wall time, its figures. smoke: toy sizes, under "
+                    "10 minutes on 2 cores; full: the sizes BENCHMARKS.md's analysis is based on (hours "
+                    "on a CPU; distill alone runs the whole cascade).")
+    bench.add_argument("--scale", choices=SCALES, default="smoke")
+    bench.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                       help="run only these benchmarks (router reuses the last distill run's artefacts)")
+    bench.add_argument("--gsm8k", type=Path, default=None,
+                       help="GSM8K train.jsonl for the learning benchmark (without it: arithmetic only)")
+    bench.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
+    bench.add_argument("--work-dir", type=Path, default=Path("runs/bench"),
+                       help="scratch: the kept cascade, the learning runs, each benchmark's stderr log")
+    bench.add_argument("--json-out", type=Path, default=Path("runs/bench.jsonl"),
+                       help="every benchmark appends its JSON line here")
+    bench.add_argument("--bench-dir", type=Path, default=None, help="default: bench/ of this clone")
+    bench.set_defaults(handler=_cmd_bench)
     return parser
+
+
+def _cmd_bench(args) -> int:
+    from srl_platform.bench_runner import default_bench_dir, run
+
+    try:
+        return run(args.scale, args.bench_dir or default_bench_dir(), args.output, only=args.only,
+                   gsm8k=args.gsm8k, work=args.work_dir, json_out=args.json_out)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _cmd_models_pull(args) -> int:
@@ -108,7 +144,8 @@ def _cmd_eval(args) -> int:
         print(f"error: {args.data} has no records with split={args.split!r}", file=sys.stderr)
         return 2
     settings = EvalSettings(format_policy=args.format_policy, max_problems=args.max_problems,
-                            max_step_instances=args.max_step_instances)
+                            max_step_instances=args.max_step_instances, samples_k=args.samples_k,
+                            seed=args.seed)
     try:
         report = evaluate(args.model, traces, adapter=args.adapter, settings=settings,
                           samples_out=Path(args.samples_out) if args.samples_out else None)
@@ -120,7 +157,9 @@ def _cmd_eval(args) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"accuracy={report['accuracy']:.3f} ({report['correct']}/{report['problems']}) "
           f"mean_step_reward={report['mean_step_reward']:.3f} "
-          f"format_violation_rate={report['format_violation_rate']:.3f} → {out}")
+          f"format_violation_rate={report['format_violation_rate']:.3f}"
+          + (f" mean_of_{args.samples_k}_accuracy={report['mean_of_k_accuracy']:.3f}" if args.samples_k else "")
+          + f" → {out}")
     return 0
 
 
